@@ -1,0 +1,58 @@
+# The CGC research companion: one entry point per job a reader has.
+#   make book     build the HTML book (executes every chapter on the embedded test bed)
+#   make test     run the test suite (unit tests, notebooks with CI parameters, ledger checks)
+#   make testbed  retrain both test-bed models from scratch with the shipped seed
+#   make bench    run the benchmarks into _build/bench
+#   make lock     regenerate constraints.txt from a fresh environment
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MATHJAX := book/_static/mathjax
+
+.PHONY: book test testbed bench lock clean install static
+
+install: $(STAMP)
+
+# torch is installed first on its own so that its pinned version is resolved before any
+# package that merely asks for "torch" (an unpinned torch would pull CUDA wheels on CPU).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+# MathJax is served from the book's own static files so that math renders offline.
+$(MATHJAX)/tex-chtml-full.js: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	rm -rf $(MATHJAX) && mkdir -p $(MATHJAX)
+	cp node_modules/mathjax/es5/tex-chtml-full.js $(MATHJAX)/
+	cp -r node_modules/mathjax/es5/{input,output,ui,a11y,adaptors,sre} $(MATHJAX)/
+
+static: $(MATHJAX)/tex-chtml-full.js
+
+book: $(STAMP) static
+	rm -rf _build/results _build/.jupyter_cache
+	$(BIN)/jupyter-book build . --all -W -n --keep-going
+
+test: $(STAMP) static
+	$(BIN)/python -m pytest
+
+testbed: $(STAMP)
+	$(BIN)/python -m cgclib.testbed train --all
+
+bench: $(STAMP)
+	$(BIN)/python -m cgclib.bench
+
+lock:
+	rm -rf /tmp/cgc-lock-venv && $(PYTHON) -m venv /tmp/cgc-lock-venv
+	/tmp/cgc-lock-venv/bin/python -m pip install --quiet torch==2.13.0
+	/tmp/cgc-lock-venv/bin/python -m pip install --quiet -e .
+	{ sed -n '1,3p' constraints.txt; /tmp/cgc-lock-venv/bin/python -m pip freeze --exclude-editable \
+	  | sed 's/+cpu$$//'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf _build

@@ -1,0 +1,82 @@
+"""`cgc`: list the book's chapters and rerun one with other parameters.
+
+    cgc list
+    cgc run density -p model gpt2-medium -p device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .chapters import ChapterError, get_chapter, list_chapters, run_chapter
+from .paths import project_root
+
+
+def _cmd_list(args) -> int:
+    chapters = list_chapters(args.root)
+    if args.chapter:
+        chapters = {args.chapter: get_chapter(args.chapter, args.root)}
+    for chapter in chapters.values():
+        print(chapter.name)
+        for p in chapter.parameters().values():
+            help_text = f"  # {p.help}" if p.help else ""
+            print(f"    {p.name} = {p.default!r} ({p.type_name}){help_text}")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    try:
+        import papermill
+    except ImportError:  # pragma: no cover - papermill is a pinned dependency
+        print("cgc run needs papermill; install the project with `make install`", file=sys.stderr)
+        return 2
+    try:
+        result = run_chapter(
+            args.chapter, [tuple(p) for p in args.parameter or []],
+            runs_dir=args.runs_dir, root=args.root, progress=not args.quiet,
+        )
+    except papermill.PapermillExecutionError as exc:
+        print(f"chapter {args.chapter!r} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}",
+              file=sys.stderr)
+        return 1
+    print(f"executed notebook: {result.notebook}")
+    print(f"ledger records:    {result.results}")
+    print(f"run folder:        {result.directory}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cgc", description="Chapters of the CGC research companion.")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="book root (default: the nearest folder with _toc.yml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="show the chapters and their parameters with defaults")
+    p_list.add_argument("chapter", nargs="?", help="show only this chapter")
+    p_list.set_defaults(func=_cmd_list)
+
+    p_run = sub.add_parser("run", help="rerun one chapter with other parameters (papermill)")
+    p_run.add_argument("chapter")
+    p_run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                       help="set a parameter; repeatable")
+    p_run.add_argument("--runs-dir", type=Path, default=None,
+                       help="where run folders go (default: runs/ under the book root)")
+    p_run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p_run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.root = args.root or project_root()
+    try:
+        return args.func(args)
+    except ChapterError as exc:
+        print(f"cgc: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

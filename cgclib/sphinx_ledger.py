@@ -1,0 +1,146 @@
+"""Sphinx extension: the `claims-ledger` directive renders every ledger record as a table.
+
+The records are written by the chapter notebooks while Jupyter Book executes them (read
+phase); the table is filled in a post-transform (write phase), after every notebook has
+run, so the page always shows the records of this build. A notebook in the table of
+contents without a results file, or with a malformed one, is reported as a warning, which
+`jupyter-book build -W` turns into a failed build.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.transforms.post_transforms import SphinxPostTransform
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+from .chapters import list_chapters
+from .ledger import LedgerError, format_ours, format_paper, load_results
+
+logger = logging.getLogger(__name__)
+NOTEBOOK_PREFIX = "notebooks/"
+COLUMNS = (("Claim", 34), ("Paper", 13), ("Ours", 17), ("Test", 24), ("Verdict", 12))
+
+
+class claims_ledger(nodes.General, nodes.Element):
+    """Placeholder replaced by the ledger table at write time."""
+
+
+class ClaimsLedgerDirective(SphinxDirective):
+    has_content = False
+
+    def run(self):
+        self.env.note_reread()  # the records change with every execution
+        node = claims_ledger()
+        self.set_source_info(node)
+        return [node]
+
+
+def _results_dir(app) -> Path:
+    return Path(app.srcdir) / "_build" / "results"
+
+
+def _notebook_docs(app) -> list[str]:
+    """Chapter notebook pages, in table-of-contents order."""
+    return [f"{NOTEBOOK_PREFIX}{name}" for name in list_chapters(Path(app.srcdir))]
+
+
+def _cell(*children) -> nodes.entry:
+    entry = nodes.entry()
+    for child in children:
+        entry += child
+    return entry
+
+
+def _paragraph(text: str, classes=()) -> nodes.paragraph:
+    return nodes.paragraph(text, text, classes=list(classes))
+
+
+class FillClaimsLedger(SphinxPostTransform):
+    default_priority = 900
+
+    def run(self, **kwargs) -> None:
+        placeholders = list(self.document.findall(claims_ledger))
+        if not placeholders:
+            return
+        records = self._load_records()
+        for node in placeholders:
+            node.replace_self(self._render(records, node))
+
+    def _load_records(self) -> list[tuple[str, dict]]:
+        out = []
+        for doc in _notebook_docs(self.app):
+            stem = doc[len(NOTEBOOK_PREFIX):]
+            path = _results_dir(self.app) / f"{stem}.json"
+            if not path.is_file():
+                logger.warning(f"claims ledger: no records from notebook {doc!r} ({path} missing); "
+                               "did it execute?", location=self.env.docname)
+                continue
+            try:
+                records = load_results(path)
+            except LedgerError as exc:
+                logger.warning(f"claims ledger: {exc}", location=self.env.docname)
+                continue
+            if not records:
+                logger.warning(f"claims ledger: notebook {doc!r} recorded no claims", location=self.env.docname)
+            out.extend((doc, r) for r in records)
+        return out
+
+    def _link(self, doc: str, record: dict) -> nodes.reference:
+        here = self.env.docname
+        uri = self.app.builder.get_relative_uri(here, doc)
+        label = record.get("section")
+        if label:
+            target = self.env.get_domain("std").labels.get(label)
+            if target is None:
+                logger.warning(f"claims ledger: record {record['id']!r} names unknown section label {label!r}",
+                               location=here)
+            else:
+                uri = self.app.builder.get_relative_uri(here, target[0]) + "#" + target[1]
+        ref = nodes.reference("", "", internal=True, refuri=uri)
+        ref += nodes.literal(record["id"], record["id"])
+        return ref
+
+    def _render(self, records: list[tuple[str, dict]], node) -> list[nodes.Node]:
+        counts = {v: sum(r["verdict"] == v for _, r in records) for v in ("holds", "fails", "inconclusive")}
+        summary = _paragraph(
+            f"{len(records)} claims from {len({d for d, _ in records})} chapters: "
+            f"{counts['holds']} hold, {counts['fails']} fail, {counts['inconclusive']} inconclusive."
+        )
+        table = nodes.table(classes=["claims-ledger"])
+        group = nodes.tgroup(cols=len(COLUMNS))
+        table += group
+        for _, width in COLUMNS:
+            group += nodes.colspec(colwidth=width)
+        head = nodes.thead()
+        row = nodes.row()
+        for title, _ in COLUMNS:
+            row += _cell(_paragraph(title))
+        head += row
+        group += head
+        body = nodes.tbody()
+        for doc, record in records:
+            row = nodes.row(ids=[f"claim-{record['id'].replace('.', '-').replace('_', '-')}"])
+            claim = nodes.paragraph()
+            claim += self._link(doc, record)
+            row += _cell(claim, _paragraph(record["claim"]), _paragraph(record["source"], ["ledger-source"]))
+            paper = record["paper"]
+            row += _cell(_paragraph(format_paper(paper)),
+                         *([_paragraph(paper["setting"], ["ledger-setting"])] if paper else []))
+            row += _cell(_paragraph(format_ours(record["ours"])),
+                         _paragraph(record["ours"]["setting"], ["ledger-setting"]))
+            row += _cell(_paragraph(record["test"]))
+            verdict = record["verdict"]
+            row += _cell(_paragraph(verdict, [f"verdict-{verdict}"]))
+            body += row
+        group += body
+        return [summary, table]
+
+
+def setup(app):
+    app.add_node(claims_ledger)
+    app.add_directive("claims-ledger", ClaimsLedgerDirective)
+    app.add_post_transform(FillClaimsLedger)
+    return {"version": "0.1", "parallel_read_safe": True, "parallel_write_safe": True}

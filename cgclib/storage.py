@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader never sees a half-written result.
+
+Every result file is written to a temporary file in the same folder and then renamed over
+the target (`os.replace` is atomic on POSIX and Windows), so an interrupted run leaves
+either the old complete file or the new complete file, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _reject_non_finite(obj: Any, where: str = "$") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"non-finite number {obj!r} at {where}: JSON results must be finite")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            _reject_non_finite(value, f"{where}.{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _reject_non_finite(value, f"{where}[{i}]")
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    """Write `obj` as indented JSON atomically; NaN and infinities are refused."""
+    _reject_non_finite(obj)
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,136 @@
+"""Chapter discovery, parameter parsing and type checks, and `cgc run` into run folders."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cgclib import cli
+from cgclib.chapters import ChapterError, get_chapter, list_chapters, parse_parameters_cell, resolve_parameters, run_chapter
+from cgclib.ledger import load_results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEMO_NOTEBOOK = textwrap.dedent('''\
+    ---
+    jupytext:
+      text_representation:
+        extension: .md
+        format_name: myst
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+
+    # Demo
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+    seed = 0  # random seed
+    scale = 1.5  # a float
+    label = "testbed-gpt2"  # a string
+    grid = [0.1, 0.5]  # a list of floats
+    verbose = False  # a flag
+    ```
+
+    ```{code-cell} ipython3
+    from cgclib.ledger import Ledger, Ours
+    from cgclib.verdicts import Exceeds
+    ledger = Ledger("demo")
+    ledger.record(id="demo.scale", claim="scale is positive", ours=Ours(scale * (seed + 1), 1, label),
+                  rule=Exceeds(0.0), source="test")
+    ```
+''')
+
+
+@pytest.fixture
+def demo_book(tmp_path) -> Path:
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "demo.md").write_text(DEMO_NOTEBOOK)
+    (tmp_path / "_config.yml").write_text("title: demo\n")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n  - file: book/demo\n    sections:\n"
+        "      - file: notebooks/demo\n"
+    )
+    return tmp_path
+
+
+def test_the_book_lists_its_chapters_in_toc_order():
+    chapters = list_chapters(ROOT)
+    assert "phase_transitions" in chapters
+    for chapter in chapters.values():
+        assert chapter.path.is_file()
+        assert chapter.parameters(), f"{chapter.name} declares no parameters"
+
+
+def test_parameters_cell_is_parsed_with_defaults_and_help(demo_book):
+    params = get_chapter("demo", demo_book).parameters()
+    assert list(params) == ["seed", "scale", "label", "grid", "verbose"]
+    assert params["scale"].default == 1.5 and params["scale"].help == "a float"
+    assert params["grid"].type_name == "list"
+
+
+def test_parameters_cell_must_be_plain_assignments():
+    with pytest.raises(ChapterError, match="not `name = literal`"):
+        parse_parameters_cell("import os\nx = 1")
+    with pytest.raises(ChapterError, match="not a literal"):
+        parse_parameters_cell("x = os.getcwd()")
+
+
+def test_values_are_coerced_to_the_parameter_types(demo_book):
+    chapter = get_chapter("demo", demo_book)
+    values = resolve_parameters(chapter, [("seed", "3"), ("scale", "2"), ("label", "123"),
+                                          ("grid", "[0.2, 1]"), ("verbose", "true")])
+    assert values == {"seed": 3, "scale": 2.0, "label": "123", "grid": [0.2, 1.0], "verbose": True}
+
+
+@pytest.mark.parametrize("name, raw, message", [
+    ("seed", "1.5", "expects an integer"),
+    ("seed", "abc", "expects an integer"),
+    ("scale", "fast", "expects a number"),
+    ("grid", "0.5", "expects a list"),
+    ("grid", "[a, b]", "list of numbers"),
+    ("verbose", "yes", "true or false"),
+])
+def test_bad_types_are_named(demo_book, name, raw, message):
+    with pytest.raises(ChapterError, match=message):
+        resolve_parameters(get_chapter("demo", demo_book), [(name, raw)])
+
+
+def test_unknown_names_list_the_valid_ones(demo_book):
+    with pytest.raises(ChapterError, match="chapters: demo"):
+        get_chapter("nope", demo_book)
+    with pytest.raises(ChapterError, match="its parameters: seed, scale, label, grid, verbose"):
+        resolve_parameters(get_chapter("demo", demo_book), [("sede", "1")])
+
+
+def test_cli_reports_errors_with_exit_code_2(demo_book, capsys):
+    assert cli.main(["--root", str(demo_book), "run", "nope"]) == 2
+    assert "unknown chapter 'nope'" in capsys.readouterr().err
+    assert cli.main(["--root", str(demo_book), "run", "demo", "-p", "seed", "x"]) == 2
+    assert "expects an integer" in capsys.readouterr().err
+
+
+def test_cli_list_shows_parameters_with_defaults(demo_book, capsys):
+    assert cli.main(["--root", str(demo_book), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "scale = 1.5 (float)  # a float" in out
+
+
+def test_run_writes_a_fresh_folder_per_run(demo_book, capsys):
+    code = cli.main(["--root", str(demo_book), "run", "demo", "-q", "-p", "scale", "2.5", "-p", "seed", "1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    first = sorted((demo_book / "runs" / "demo").iterdir())
+    assert len(first) == 1 and str(first[0]) in printed
+    records = load_results(first[0] / "demo.json")
+    assert records[0]["ours"]["value"] == 5.0  # scale * (seed + 1), from the injected values
+    assert json.loads((first[0] / "parameters.json").read_text())["parameters"] == {"scale": 2.5, "seed": 1}
+    assert (first[0] / "demo.ipynb").is_file()
+
+    second = run_chapter("demo", {"scale": 2.5, "seed": 1}, root=demo_book, progress=False)
+    folders = sorted((demo_book / "runs" / "demo").iterdir())
+    assert len(folders) == 2 and second.directory != first[0]
+    assert load_results(first[0] / "demo.json") == records  # the earlier run is untouched
