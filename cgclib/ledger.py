@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import verdicts
 from .paper_values import PaperValue, paper_value
 from .paths import results_dir
@@ -243,13 +245,27 @@ def format_ours(ours: dict) -> str:
 
 # --- writing ---------------------------------------------------------------------------
 
-def _in_kernel() -> bool:
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (where glued values reach the executed notebook)."""
     try:
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def glue_values(values: dict[str, Any], prefix: str = "") -> None:
+    """Glue each value as `<prefix><key>` so prose pages can quote it; outside a kernel
+    (unit tests, scripts) this does nothing."""
+    if not in_kernel():
+        return
+    from myst_nb import glue
+
+    for key, value in values.items():
+        if isinstance(value, (np.floating, np.integer)):
+            value = value.item()
+        glue(f"{prefix}{key}", value, display=False)
 
 
 class Ledger:
@@ -260,7 +276,7 @@ class Ledger:
             raise LedgerError(f"notebook name {notebook!r} must be a lower-case identifier")
         self.notebook = notebook
         self.path = Path(directory or results_dir()) / f"{notebook}.json"
-        self.glue = _in_kernel() if glue is None else glue
+        self.glue = in_kernel() if glue is None else glue
         self.records: list[dict] = []
         atomic_write_json(self.path, self.records)  # a fresh run starts a fresh file
 

@@ -1,0 +1,46 @@
+"""Measured importance: what removing one component does to perplexity and capabilities.
+
+Ablating a head zeroes its output (`hooks.ablated_heads`), which is exactly what pruning
+the head's slice of the attention output projection does. The effect of each head on
+each capability is the drop in exact-match accuracy; on the language, the change in
+log-perplexity. This is the ground truth the other importance signals are compared with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import components
+from .evaluation import EvaluationData, Profile, evaluate
+from .hooks import ablated_heads
+
+
+def _effects(dense: Profile, ablated: Profile) -> dict:
+    row = {"perplexity": ablated.perplexity,
+           "delta_log_ppl": math.log(ablated.perplexity) - math.log(dense.perplexity)}
+    for task, acc in ablated.accuracy().items():
+        row[f"drop_{task}"] = dense.accuracy()[task] - acc
+    return row
+
+
+def head_ablation_effects(model, data: EvaluationData, progress: bool = True) -> tuple[pd.DataFrame, Profile]:
+    """One row per head (layer, head): perplexity, change in log-perplexity, and the drop
+    in accuracy of every capability when that head alone is ablated. Also returns the
+    dense profile the drops are measured from."""
+    lay = components.layout(model)
+    dense = evaluate(model, data)
+    rows = []
+    heads = [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]
+    for layer, head in tqdm(heads, desc="ablating heads", disable=not progress):
+        with ablated_heads(model, [(layer, head)]):
+            rows.append({"layer": layer, "head": head, **_effects(dense, evaluate(model, data))})
+    return pd.DataFrame(rows).set_index(["layer", "head"]), dense
+
+
+def capability_drops(effects: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy-drop columns of `head_ablation_effects`, named by capability."""
+    cols = [c for c in effects.columns if c.startswith("drop_")]
+    return effects[cols].rename(columns=lambda c: c[len("drop_"):])

@@ -1,0 +1,134 @@
+"""Addressing the parts of a transformer in both supported families.
+
+GPT-2 (`transformer.h[i]`, fused `attn.c_attn`, `Conv1D` layers whose weight is stored
+(in, out)) and Llama/Mistral (`model.layers[i]`, separate q/k/v/o, SwiGLU MLP, `Linear`
+layers stored (out, in)) name and lay out the same things differently. Everything else in
+cgclib asks this module for: the blocks, the attention output projection (whose input,
+split by head, is each head's output), the linear layers of a block, and a weight as an
+(out, in) matrix, so that no other module needs to know which family it is looking at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+GPT2_TYPES = {"gpt2"}
+LLAMA_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+
+
+class ComponentError(LookupError):
+    """A layer, head or linear layer that the model does not have."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    family: str
+    n_layers: int
+    n_heads: int
+    head_dim: int
+    d_model: int
+
+    @property
+    def n_components(self) -> int:
+        return self.n_layers * self.n_heads
+
+
+def family(model: nn.Module) -> str:
+    model_type = getattr(model.config, "model_type", None)
+    if model_type in GPT2_TYPES:
+        return "gpt2"
+    if model_type in LLAMA_TYPES:
+        return "llama"
+    raise ComponentError(
+        f"unsupported architecture {model_type!r}: cgclib addresses GPT-2 ({sorted(GPT2_TYPES)}) "
+        f"and Llama-family models ({sorted(LLAMA_TYPES)})"
+    )
+
+
+def layout(model: nn.Module) -> Layout:
+    cfg = model.config
+    if family(model) == "gpt2":
+        return Layout("gpt2", cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.n_embd)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return Layout("llama", cfg.num_hidden_layers, cfg.num_attention_heads, head_dim, cfg.hidden_size)
+
+
+def blocks(model: nn.Module) -> nn.ModuleList:
+    return model.transformer.h if family(model) == "gpt2" else model.model.layers
+
+
+def check_layer(model: nn.Module, layer: int) -> int:
+    n = layout(model).n_layers
+    if not isinstance(layer, int) or not 0 <= layer < n:
+        raise ComponentError(f"layer {layer!r} does not exist: the model has {n} layers (0 to {n - 1})")
+    return layer
+
+
+def check_head(model: nn.Module, layer: int, head: int) -> tuple[int, int]:
+    check_layer(model, layer)
+    n = layout(model).n_heads
+    if not isinstance(head, int) or not 0 <= head < n:
+        raise ComponentError(f"head {head!r} does not exist: layer {layer} has {n} heads (0 to {n - 1})")
+    return layer, head
+
+
+def block(model: nn.Module, layer: int) -> nn.Module:
+    return blocks(model)[check_layer(model, layer)]
+
+
+def attention_output(model: nn.Module, layer: int) -> nn.Module:
+    """The attention output projection; its input is the concatenated head outputs."""
+    b = block(model, layer)
+    return b.attn.c_proj if family(model) == "gpt2" else b.self_attn.o_proj
+
+
+LINEAR_NAMES = {
+    "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+    "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+}
+
+
+def linear_layers(model: nn.Module, layer: int) -> dict[str, nn.Module]:
+    """The block's linear layers by their name inside the block, in forward order."""
+    b = block(model, layer)
+    return {name: b.get_submodule(name) for name in LINEAR_NAMES[family(model)]}
+
+
+def all_linear_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """Every block's linear layers, named `<layer>.<name>`."""
+    return {f"{i}.{name}": m for i in range(layout(model).n_layers)
+            for name, m in linear_layers(model, i).items()}
+
+
+def is_transposed(module: nn.Module) -> bool:
+    """GPT-2's Conv1D stores its weight as (in, out); nn.Linear as (out, in)."""
+    if isinstance(module, nn.Linear):
+        return False
+    if type(module).__name__ == "Conv1D":
+        return True
+    raise ComponentError(f"not a linear layer: {type(module).__name__}")
+
+
+def weight(module: nn.Module) -> torch.Tensor:
+    """The weight as an (out, in) matrix; a view, so in-place edits reach the module."""
+    return module.weight.T if is_transposed(module) else module.weight
+
+
+def in_features(module: nn.Module) -> int:
+    return weight(module).shape[1]
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    return model.transformer.ln_f if family(model) == "gpt2" else model.model.norm
+
+
+def unembedding(model: nn.Module) -> nn.Module:
+    return model.get_output_embeddings()
+
+
+def token_embedding(model: nn.Module) -> nn.Module:
+    return model.get_input_embeddings()

@@ -1,0 +1,193 @@
+"""Evaluation: perplexity on a token stream and exact-match accuracy per capability.
+
+Both run in batches without gradients on the model's device, and return per-example
+numbers as well as the totals, so that chapters can bootstrap confidence intervals over
+evaluation examples. `evaluate` returns the whole profile of a (possibly compressed)
+model in one call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .suite import CapabilitySuite, Example
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """Probes of one capability as a right-padded batch. `answer_mask[i, t]` marks the
+    tokens that must be predicted (from position t - 1) for example i to count as correct."""
+
+    task: str
+    input_ids: torch.Tensor
+    answer_mask: torch.Tensor
+    attention_mask: torch.Tensor
+    examples: tuple[Example, ...]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def build_probe_set(tokenizer, task: str, examples: list[Example], bos: bool = True) -> ProbeSet:
+    if not examples:
+        raise ValueError(f"no probes for task {task!r}")
+    rows, masks = [], []
+    for ex in examples:
+        prefix = [tokenizer.bos_token] if bos else []
+        tokens = prefix + [ex.marker, *ex.prompt, *ex.answer]
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        if tokenizer.unk_token_id in ids:
+            raise ValueError(f"probe {ex.text!r} has tokens unknown to the tokenizer")
+        n_answer = len(ex.answer)
+        rows.append(ids)
+        masks.append([False] * (len(ids) - n_answer) + [True] * n_answer)
+    width = max(map(len, rows))
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, m) in enumerate(zip(rows, masks)):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        answer_mask[i, :len(m)] = torch.tensor(m)
+        attention_mask[i, :len(ids)] = 1
+    return ProbeSet(task, input_ids, answer_mask, attention_mask, tuple(examples))
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    task: str
+    correct: np.ndarray       # (n,) bool: exact match of the whole answer
+    answer_nll: np.ndarray    # (n,) summed negative log-likelihood of the answer tokens
+    answer_tokens: np.ndarray  # (n,) number of answer tokens
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    @property
+    def task_perplexity(self) -> float:
+        """exp of the mean per-token answer NLL: a smooth companion to exact match."""
+        return float(math.exp(self.answer_nll.sum() / self.answer_tokens.sum()))
+
+
+@torch.no_grad()
+def evaluate_probes(model, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
+    device = model_device(model)
+    correct, nll = [], []
+    for start in range(0, len(probes), batch_size):
+        ids = probes.input_ids[start:start + batch_size].to(device)
+        attention = probes.attention_mask[start:start + batch_size].to(device)
+        mask = probes.answer_mask[start:start + batch_size, 1:].to(device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+        targets = ids[:, 1:]
+        hit = (logits.argmax(-1) == targets) | ~mask
+        correct.append(hit.all(dim=1).cpu())
+        token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        nll.append((token_nll * mask).sum(dim=1).cpu())
+    return ProbeResult(probes.task, torch.cat(correct).numpy(), torch.cat(nll).double().numpy(),
+                       probes.answer_mask[:, 1:].sum(dim=1).numpy())
+
+
+@dataclass(frozen=True)
+class PerplexityResult:
+    perplexity: float
+    window_nll: np.ndarray     # (n_windows,) summed NLL per window
+    window_tokens: np.ndarray  # (n_windows,) predicted tokens per window
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.window_tokens.sum())
+
+
+@torch.no_grad()
+def perplexity(model, windows: torch.Tensor, score: torch.Tensor | None = None, batch_size: int = 64,
+               attention_mask: torch.Tensor | None = None, progress: bool = False) -> PerplexityResult:
+    """Perplexity over the tokens of `windows` (batch, seq), each predicted from its prefix.
+    `score` (same shape, bool) marks the tokens that count; by default every token but
+    the first of each row. `attention_mask` marks real tokens (1) against padding (0)."""
+    device = model_device(model)
+    if score is None:
+        score = torch.ones_like(windows, dtype=torch.bool)
+        score[:, 0] = False
+    if score.shape != windows.shape:
+        raise ValueError(f"score mask shape {tuple(score.shape)} differs from windows {tuple(windows.shape)}")
+    nll, counts = [], []
+    starts = range(0, len(windows), batch_size)
+    for start in tqdm(starts, desc="perplexity", disable=not progress, leave=False):
+        ids = windows[start:start + batch_size].to(device)
+        attention = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+        targets = ids[:, 1:]
+        keep = score[start:start + batch_size, 1:].to(device)
+        token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        nll.append((token_nll * keep).sum(dim=1).double().cpu())
+        counts.append(keep.sum(dim=1).cpu())
+    window_nll = torch.cat(nll).numpy()
+    window_tokens = torch.cat(counts).numpy()
+    return PerplexityResult(float(math.exp(window_nll.sum() / window_tokens.sum())), window_nll, window_tokens)
+
+
+@dataclass
+class EvaluationData:
+    """What a model is evaluated on: language text (rows of token ids and the mask of the
+    tokens that count) and capability probes."""
+
+    windows: torch.Tensor
+    score: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    probes: dict[str, ProbeSet] = field(default_factory=dict)
+    perplexity_floor: float | None = None
+
+    @classmethod
+    def for_testbed(cls, suite: CapabilitySuite, tokenizer, n_probes: int, n_paragraphs: int,
+                    seed: int = 0) -> "EvaluationData":
+        """Held-out probes of every capability and held-out background-language paragraphs."""
+        windows, score, floor = suite.language_eval(n_paragraphs, seed=seed)
+        probes = {t: build_probe_set(tokenizer, t, suite.probes(t, n_probes, seed=seed)) for t in suite.tasks}
+        attention = (windows != tokenizer.pad_token_id).long()
+        return cls(windows, score, attention, probes, floor)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The evaluation of one model: perplexity and per-capability results."""
+
+    language: PerplexityResult
+    capabilities: dict[str, ProbeResult]
+
+    @property
+    def perplexity(self) -> float:
+        return self.language.perplexity
+
+    def accuracy(self) -> dict[str, float]:
+        return {t: r.accuracy for t, r in self.capabilities.items()}
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"capability": t, "accuracy": r.accuracy, "task perplexity": r.task_perplexity, "n": len(r.correct)}
+                for t, r in self.capabilities.items()]
+        return pd.DataFrame(rows).set_index("capability")
+
+
+def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
+    """Perplexity and every capability of `model` on `data`."""
+    was_training = model.training
+    model.eval()
+    try:
+        language = perplexity(model, data.windows, data.score, batch_size=batch_size,
+                              attention_mask=data.attention_mask)
+        caps = {}
+        for task, probes in tqdm(data.probes.items(), desc="capabilities", disable=not progress, leave=False):
+            caps[task] = evaluate_probes(model, probes, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+    return Profile(language, caps)

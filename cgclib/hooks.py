@@ -1,0 +1,144 @@
+"""Forward hooks on the components of `cgclib.components`, always removed on exit.
+
+Activations are handed to a callback as they are computed, so statistics can be
+accumulated over any number of tokens without storing activations.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from . import components
+
+
+@contextmanager
+def registered(handles_factory: Callable[[], list]) -> Iterator[None]:
+    """Register hooks made by `handles_factory` and remove them on exit, error or not."""
+    handles = []
+    try:
+        handles = handles_factory()
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _first_tensor(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@contextmanager
+def head_outputs(model: nn.Module, callback: Callable[[int, torch.Tensor], None],
+                 layers: Iterable[int] | None = None) -> Iterator[None]:
+    """Call `callback(layer, z)` with each head's output z of shape (batch, seq, heads,
+    head_dim): the input of the attention output projection, split by head."""
+    lay = components.layout(model)
+    layers = range(lay.n_layers) if layers is None else [components.check_layer(model, l) for l in layers]
+
+    def make(layer):
+        def hook(module, args):
+            x = args[0]
+            callback(layer, x.view(*x.shape[:-1], lay.n_heads, lay.head_dim))
+        return hook
+
+    with registered(lambda: [components.attention_output(model, l).register_forward_pre_hook(make(l))
+                             for l in layers]):
+        yield
+
+
+@contextmanager
+def linear_inputs(model: nn.Module, modules: dict[str, nn.Module],
+                  callback: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
+    """Call `callback(name, x)` with the input x (..., in_features) of each named module."""
+
+    def make(name):
+        def hook(module, args):
+            callback(name, args[0])
+        return hook
+
+    with registered(lambda: [m.register_forward_pre_hook(make(n)) for n, m in modules.items()]):
+        yield
+
+
+@contextmanager
+def residual_stream(model: nn.Module, callback: Callable[[int, str, torch.Tensor], None],
+                    layers: Iterable[int] | None = None) -> Iterator[None]:
+    """Call `callback(layer, "in" | "out", h)` with the residual stream entering and
+    leaving each block, h of shape (batch, seq, d_model)."""
+    n = components.layout(model).n_layers
+    layers = range(n) if layers is None else [components.check_layer(model, l) for l in layers]
+
+    def make_pre(layer):
+        def hook(module, args):
+            callback(layer, "in", args[0])
+        return hook
+
+    def make_post(layer):
+        def hook(module, args, output):
+            callback(layer, "out", _first_tensor(output))
+        return hook
+
+    def factory():
+        handles = []
+        for l in layers:
+            b = components.block(model, l)
+            handles.append(b.register_forward_pre_hook(make_pre(l)))
+            handles.append(b.register_forward_hook(make_post(l)))
+        return handles
+
+    with registered(factory):
+        yield
+
+
+@contextmanager
+def replace_block_output(model: nn.Module, layer: int,
+                         fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replace the output of block `layer` by `fn(block_input, block_output)`."""
+    b = components.block(model, layer)
+    saved = {}
+
+    def pre(module, args):
+        saved["in"] = args[0]
+
+    def post(module, args, output):
+        new = fn(saved.pop("in"), _first_tensor(output))
+        if isinstance(output, (tuple, list)):
+            return (new, *output[1:])
+        return new
+
+    with registered(lambda: [b.register_forward_pre_hook(pre), b.register_forward_hook(post)]):
+        yield
+
+
+@contextmanager
+def scaled_heads(model: nn.Module, scales: dict[tuple[int, int], float]) -> Iterator[None]:
+    """Multiply the output of head (layer, head) by `scales[(layer, head)]`; scale 0 ablates
+    it, exactly as removing its slice of the output projection would."""
+    lay = components.layout(model)
+    by_layer: dict[int, dict[int, float]] = {}
+    for (layer, head), s in scales.items():
+        components.check_head(model, layer, head)
+        by_layer.setdefault(layer, {})[head] = float(s)
+
+    def make(heads):
+        def hook(module, args):
+            x = args[0]
+            factor = torch.ones(lay.n_heads, device=x.device, dtype=x.dtype)
+            for h, s in heads.items():
+                factor[h] = s
+            z = x.view(*x.shape[:-1], lay.n_heads, lay.head_dim) * factor[:, None]
+            return (z.view_as(x), *args[1:])
+        return hook
+
+    with registered(lambda: [components.attention_output(model, l).register_forward_pre_hook(make(h))
+                             for l, h in by_layer.items()]):
+        yield
+
+
+def ablated_heads(model: nn.Module, heads: Iterable[tuple[int, int]]):
+    """Zero-ablate the given heads for the duration of the context."""
+    return scaled_heads(model, {tuple(h): 0.0 for h in heads})

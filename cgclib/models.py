@@ -1,0 +1,151 @@
+"""Loading a model and its tokenizer: a shipped test bed, a local folder, or a Hugging Face
+hub name, with device and dtype resolution.
+
+`load_model("testbed-gpt2")` loads a checkpoint from `data/` after checking its weights
+against the sha256 recorded in its model card. Any other name is tried as a local folder,
+then as a hub name; offline with no cached copy, a hub name fails at once with a message
+that says what to do instead (rather than after a minute of retries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from .paths import data_dir
+
+TESTBEDS = ("testbed-gpt2", "testbed-llama")
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+
+
+class ModelUnavailableError(RuntimeError):
+    """The requested weights cannot be obtained here."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is corrupt or does not match its model card."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}: {exc}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return resolved
+
+
+def resolve_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
+    """`auto` is bfloat16 on a GPU that supports it, float32 otherwise."""
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype == "auto":
+        if device is not None and device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def testbed_dir(name: str) -> Path:
+    return data_dir() / name
+
+
+def verify_checkpoint(folder: Path) -> dict:
+    """Check the weights of a test-bed checkpoint against its card; return the card."""
+    card_path, weights = folder / CARD_FILE, folder / WEIGHTS_FILE
+    if not card_path.is_file() or not weights.is_file():
+        raise CheckpointError(
+            f"test bed at {folder} is incomplete (needs {CARD_FILE} and {WEIGHTS_FILE}); "
+            "rebuild it with `make testbed`"
+        )
+    card = json.loads(card_path.read_text())
+    expected = card.get("weights_sha256")
+    actual = sha256_file(weights)
+    if actual != expected:
+        raise CheckpointError(
+            f"{weights} does not match its model card (sha256 {actual[:12]}... != {str(expected)[:12]}...): "
+            "the file is corrupt or from another training run; restore it from git or rerun `make testbed`"
+        )
+    return card
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    card: dict | None = None
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load `name` (a test bed, a local folder, or a hub name) in eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    card = None
+    if name in TESTBEDS:
+        folder = testbed_dir(name)
+        card = verify_checkpoint(folder)
+        source = str(folder)
+    elif Path(name).expanduser().is_dir():
+        source = str(Path(name).expanduser())
+    else:
+        if not _hub_cached(name) and not _hub_reachable():
+            raise ModelUnavailableError(
+                f"the weights of {name!r} are not available: there is no cached copy and the "
+                "Hugging Face hub cannot be reached from this machine. Use a shipped test bed "
+                f"({', '.join(TESTBEDS)}), a local folder with the weights, or run where the hub "
+                "is reachable (and HF_HUB_OFFLINE is unset)."
+            )
+        source = name
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt)
+    except Exception as exc:  # corrupt files surface as many different exception types
+        raise CheckpointError(f"could not load model weights from {source}: {exc}") from exc
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model.to(dev).eval()
+    return LoadedModel(model, tokenizer, name, dev, dt, card)

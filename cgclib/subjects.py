@@ -1,0 +1,118 @@
+"""The model a chapter studies, with everything it is evaluated and calibrated on.
+
+A *subject* bundles the loaded model and tokenizer with its evaluation data: for a test
+bed, held-out capability probes and background-language paragraphs from its capability
+suite; for any other model, WikiText-2 text (which needs the `datasets` hub, so it fails
+offline with a clear message). Chapters call `load_subject(model, device, dtype, ...)` once
+and pass the subject around.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .evaluation import EvaluationData, Profile, evaluate
+from .models import TESTBEDS, LoadedModel, ModelUnavailableError, load_model
+from .suite import CapabilitySuite
+
+CALIBRATION_SEED_OFFSET = 1000  # calibration text never shares a stream with training
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch, and say so (every chapter prints its seed)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    print(f"seed: {seed}")
+
+
+def slug(name: str) -> str:
+    """A model name as an identifier, for ledger ids: 'gpt2-medium' -> 'gpt2_medium'."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+@dataclass
+class Subject:
+    name: str
+    loaded: LoadedModel
+    suite: CapabilitySuite | None
+    data: EvaluationData
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.loaded.model
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    @property
+    def slug(self) -> str:
+        return slug(self.name)
+
+    @property
+    def is_testbed(self) -> bool:
+        return self.suite is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    def setting(self, seed: int, extra: str = "") -> str:
+        """The measurement setting recorded in the ledger."""
+        return f"{self.name}, seed {seed}" + (f", {extra}" if extra else "")
+
+    def evaluate(self, model: torch.nn.Module | None = None, batch_size: int = 256) -> Profile:
+        return evaluate(model if model is not None else self.model, self.data, batch_size=batch_size)
+
+    def calibration(self, n_sequences: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+        """(n_sequences, seq_len) token ids from the training distribution (test beds) or
+        WikiText-2's training split (other models), never the evaluation data."""
+        if self.suite is not None:
+            stream = self.suite.training_batches(seed + CALIBRATION_SEED_OFFSET, n_sequences, seq_len)
+            return next(stream)[0]
+        return _wikitext_windows(self.tokenizer, "train", n_sequences, seq_len, seed)
+
+
+def _wikitext_windows(tokenizer, split: str, n_windows: int, seq_len: int, seed: int) -> torch.Tensor:
+    try:
+        from datasets import load_dataset
+
+        text = "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
+    except Exception as exc:  # no network, no cache: the datasets library raises many types
+        raise ModelUnavailableError(
+            "evaluating a hub model needs WikiText-2 from the Hugging Face hub, which is not "
+            f"reachable or cached here ({type(exc).__name__}); run where the hub is reachable"
+        ) from exc
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
+    n_available = len(ids) // seq_len
+    if n_available < 1:
+        raise ValueError(f"WikiText-2 {split} has fewer than {seq_len} tokens")
+    starts = np.random.default_rng(seed).permutation(n_available)[:n_windows] * seq_len
+    return torch.stack([ids[s:s + seq_len] for s in np.sort(starts)])
+
+
+def load_subject(name: str, device: str = "auto", dtype: str = "auto", n_probes: int = 200,
+                 n_paragraphs: int = 500, seed: int = 0, eval_seq_len: int = 1024) -> Subject:
+    """Load a model and its evaluation data. For a test bed, `n_probes` held-out probes per
+    capability and `n_paragraphs` background-language paragraphs; for another model,
+    `n_paragraphs` windows of `eval_seq_len` WikiText-2 test tokens."""
+    loaded = load_model(name, device=device, dtype=dtype)
+    if name in TESTBEDS:
+        suite = CapabilitySuite(loaded.card["suite_seed"])
+        data = EvaluationData.for_testbed(suite, loaded.tokenizer, n_probes, n_paragraphs, seed=seed)
+        return Subject(name, loaded, suite, data)
+    seq_len = min(eval_seq_len, getattr(loaded.model.config, "max_position_embeddings", eval_seq_len))
+    windows = _wikitext_windows(loaded.tokenizer, "test", n_paragraphs, seq_len, seed)
+    return Subject(name, loaded, None, EvaluationData(windows))
+
+
+def describe(profile: Profile) -> str:
+    """One line: perplexity and every capability's accuracy."""
+    accuracies = ", ".join(f"{t} {a:.0%}" for t, a in profile.accuracy().items())
+    return f"perplexity {profile.perplexity:.3f}" + (f"; {accuracies}" if accuracies else "")

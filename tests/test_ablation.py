@@ -1,0 +1,40 @@
+"""Head ablation effects, on a tiny model whose heads we can reason about."""
+
+import math
+
+import numpy as np
+import torch
+
+from cgclib.ablation import capability_drops, head_ablation_effects
+from cgclib.evaluation import EvaluationData
+from cgclib.suite import CapabilitySuite
+
+from .tiny_models import tiny_gpt2
+
+
+def test_one_row_per_head_and_drops_relative_to_dense():
+    suite = CapabilitySuite(0)
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok))
+    data = EvaluationData.for_testbed(suite, tok, n_probes=8, n_paragraphs=6)
+    effects, dense = head_ablation_effects(model, data, progress=False)
+    assert len(effects) == 3 * 4
+    assert list(effects.index.names) == ["layer", "head"]
+    drops = capability_drops(effects)
+    assert set(drops.columns) == set(suite.tasks)
+    # an untrained model gets nothing right, so no ablation can cost accuracy
+    assert np.allclose(drops.to_numpy(), 0.0)
+    np.testing.assert_allclose(effects["delta_log_ppl"], np.log(effects["perplexity"]) - math.log(dense.perplexity))
+
+
+def test_ablation_changes_perplexity_only_through_the_ablated_head():
+    suite = CapabilitySuite(0)
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok))
+    with torch.no_grad():  # silence head 1 of layer 0 by zeroing its value weights
+        model.transformer.h[0].attn.c_attn.weight[:, 2 * 32 + 8: 2 * 32 + 16] = 0
+        model.transformer.h[0].attn.c_attn.bias[2 * 32 + 8: 2 * 32 + 16] = 0
+    data = EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=6)
+    effects, _ = head_ablation_effects(model, data, progress=False)
+    assert abs(effects.loc[(0, 1), "delta_log_ppl"]) < 1e-6
+    assert (effects["delta_log_ppl"].drop((0, 1)).abs() > 1e-6).all()

@@ -1,0 +1,102 @@
+"""Evaluation against models whose answers we know: an oracle and a uniform guesser."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from cgclib.evaluation import EvaluationData, build_probe_set, evaluate, evaluate_probes, perplexity
+from cgclib.suite import CapabilitySuite
+
+
+class Oracle(torch.nn.Module):
+    """Predicts every next token of its input perfectly, except in the batch rows listed
+    in `wrong`."""
+
+    def __init__(self, vocab, wrong=()):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.vocab, self.wrong = vocab, set(wrong)
+
+    def forward(self, input_ids, attention_mask=None):
+        b, t = input_ids.shape
+        logits = torch.zeros(b, t, self.vocab)
+        nxt = torch.roll(input_ids, -1, dims=1)
+        logits.scatter_(2, nxt[..., None], 20.0)
+        for row in self.wrong:
+            if row < b:
+                logits[row] = torch.roll(logits[row], 1, dims=-1)
+        return SimpleNamespace(logits=logits)
+
+
+class Uniform(torch.nn.Module):
+    def __init__(self, vocab):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.vocab = vocab
+
+    def forward(self, input_ids, attention_mask=None):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return CapabilitySuite(0)
+
+
+def test_oracle_is_always_right_and_a_wrong_answer_counts(suite):
+    tok = suite.tokenizer()
+    probes = build_probe_set(tok, "addition", suite.probes("addition", 10))
+    assert evaluate_probes(Oracle(len(tok)), probes).accuracy == 1.0
+    assert evaluate_probes(Oracle(len(tok)), probes, batch_size=3).accuracy == 1.0
+    result = evaluate_probes(Oracle(len(tok), wrong=[3]), probes, batch_size=16)
+    assert result.correct.tolist() == [i != 3 for i in range(10)]
+    assert result.answer_tokens.tolist() == [4] * 10  # three digits and <eos>
+
+
+def test_answer_mask_covers_exactly_the_answer(suite):
+    tok = suite.tokenizer()
+    examples = suite.probes("dyck", 20)
+    probes = build_probe_set(tok, "dyck", examples)
+    for i, ex in enumerate(examples):
+        answer_ids = probes.input_ids[i][probes.answer_mask[i]].tolist()
+        assert answer_ids == tok.convert_tokens_to_ids(list(ex.answer))
+
+
+def test_uniform_guesser_has_perplexity_equal_to_vocabulary(suite):
+    tok = suite.tokenizer()
+    windows, score, _ = suite.language_eval(7, seed=0)
+    result = perplexity(Uniform(len(tok)), windows, score, batch_size=3)
+    assert math.isclose(result.perplexity, len(tok), rel_tol=1e-6)
+    assert result.n_tokens == int(score.sum())
+    assert perplexity(Uniform(len(tok)), windows).n_tokens == windows.numel() - len(windows)
+
+
+def test_oracle_scores_only_the_marked_tokens(suite):
+    tok = suite.tokenizer()
+    windows, score, floor = suite.language_eval(5, seed=0)
+    result = perplexity(Oracle(len(tok)), windows, score)
+    assert result.perplexity < 1.01 < floor
+    assert result.window_tokens.tolist() == score.sum(dim=1).tolist()
+    with pytest.raises(ValueError, match="score mask shape"):
+        perplexity(Oracle(len(tok)), windows, score[:, :-1])
+
+
+def test_profile_has_every_capability(suite):
+    tok = suite.tokenizer()
+    data = EvaluationData.for_testbed(suite, tok, n_probes=16, n_paragraphs=4)
+    profile = evaluate(Oracle(len(tok)), data)
+    assert set(profile.accuracy()) == set(suite.tasks)
+    assert all(v == 1.0 for v in profile.accuracy().values())
+    assert profile.perplexity < 1.01
+    assert list(profile.table().columns) == ["accuracy", "task perplexity", "n"]
+
+
+def test_unknown_tokens_in_a_probe_are_refused(suite):
+    tok = suite.tokenizer()
+    from cgclib.suite import Example
+    bad = Example("copy", "copy:", ("zebra", "="), ("zebra", "<eos>"), "zebra")
+    with pytest.raises(ValueError, match="unknown to the tokenizer"):
+        build_probe_set(tok, "copy", [bad])

@@ -1,0 +1,75 @@
+"""Loading models: shipped test beds (checked against their cards), local folders, hub
+names that fail fast offline, and clear errors for corrupt or mismatched checkpoints."""
+
+import shutil
+import time
+
+import pytest
+import torch
+
+from cgclib import models
+from cgclib.models import (
+    TESTBEDS, CheckpointError, ModelUnavailableError, load_model, resolve_device, resolve_dtype,
+)
+
+from .tiny_models import tiny_gpt2, tiny_llama
+
+
+@pytest.mark.parametrize("name", TESTBEDS)
+def test_testbeds_load_on_cpu_with_their_card(name):
+    loaded = load_model(name, device="cpu")
+    assert loaded.device.type == "cpu" and loaded.dtype == torch.float32
+    assert loaded.card["name"] == name
+    assert not loaded.model.training
+    ids = loaded.tokenizer("copy: a b = a b <eos>", return_tensors="pt")["input_ids"]
+    assert loaded.model(input_ids=ids).logits.shape[-1] == len(loaded.tokenizer)
+
+
+def test_a_corrupt_testbed_is_refused(tmp_path, monkeypatch):
+    copy = tmp_path / "testbed-gpt2"
+    shutil.copytree(models.testbed_dir("testbed-gpt2"), copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path))
+    with pytest.raises(CheckpointError, match="does not match its model card"):
+        load_model("testbed-gpt2", device="cpu")
+    (copy / "card.json").unlink()
+    with pytest.raises(CheckpointError, match="incomplete"):
+        load_model("testbed-gpt2", device="cpu")
+
+
+def test_hub_name_offline_fails_fast_with_a_way_forward(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.time()
+    with pytest.raises(ModelUnavailableError, match="not available.*testbed-gpt2.*local folder"):
+        load_model("gpt2-medium", device="cpu")
+    assert time.time() - start < 5
+
+
+@pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
+def test_local_folders_load_and_corrupt_ones_are_named(tmp_path, make):
+    from transformers import PreTrainedTokenizerFast
+    from cgclib.suite import CapabilitySuite
+
+    model = make(vocab=len(CapabilitySuite(0).vocabulary))
+    model.save_pretrained(tmp_path / "m")
+    CapabilitySuite(0).tokenizer().save_pretrained(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"), device="cpu")
+    for a, b in zip(loaded.model.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b)
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="could not load model weights"):
+        load_model(str(tmp_path / "m"), device="cpu")
+
+
+def test_device_and_dtype_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16") == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        resolve_dtype("float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")

@@ -1,0 +1,46 @@
+"""Intervals and tests: coverage on known distributions, agreement with closed forms."""
+
+import numpy as np
+import pytest
+
+from cgclib.stats import bootstrap_interval, correlation_power, spearman, wilson_interval
+
+
+def test_wilson_interval_matches_the_closed_form():
+    k, n, z = 45, 50, 1.959963984540054
+    p = k / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(centre - half, abs=1e-9) and hi == pytest.approx(centre + half, abs=1e-9)
+    assert wilson_interval(50, 50)[1] == pytest.approx(1.0)
+
+
+def test_spearman_detects_a_monotone_relation_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    strong = spearman(x, np.exp(x) + 0.01 * rng.normal(size=60), n_resamples=500)
+    assert strong.rho > 0.95 and strong.p < 0.01 and strong.ci95[0] > 0.8
+    null = spearman(x, rng.normal(size=60), n_resamples=500)
+    assert null.ci95[0] < 0 < null.ci95[1] or abs(null.rho) < 0.3
+    assert null.p > 0.01
+
+
+def test_spearman_refuses_degenerate_input():
+    with pytest.raises(ValueError, match="constant"):
+        spearman([1, 2, 3, 4], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="at least 4"):
+        spearman([1, 2, 3], [3, 2, 1])
+
+
+def test_bootstrap_interval_covers_the_mean():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 1.0, size=400)
+    lo, hi = bootstrap_interval(np.mean, x, n_resamples=1000)
+    assert lo < 3.0 < hi and hi - lo < 0.3
+
+
+def test_power_grows_with_n_and_effect():
+    assert correlation_power(0.3, 384) > 0.99
+    assert correlation_power(0.3, 48) < correlation_power(0.3, 96) < correlation_power(0.5, 96)
+    assert correlation_power(0.0, 100) == pytest.approx(0.05, abs=1e-3)

@@ -1,0 +1,191 @@
+"""The capability suite: determinism, correct answers, disjoint splits, the tokenizer and
+the background language's probability bookkeeping."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cgclib.grammar import Grammar
+from cgclib.suite import BRACKETS, EOS, IGNORE_INDEX, SEP, CapabilitySuite, FactRecallTask
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return CapabilitySuite(seed=0)
+
+
+def test_same_seed_gives_byte_identical_corpora():
+    a = CapabilitySuite(seed=3).corpus_text(400, seed=7)
+    b = CapabilitySuite(seed=3).corpus_text(400, seed=7)
+    assert a.encode() == b.encode()
+    assert CapabilitySuite(seed=3).corpus_text(400, seed=8) != a
+    assert CapabilitySuite(seed=4).knowledge.facts != CapabilitySuite(seed=3).knowledge.facts
+
+
+def test_at_least_six_named_capabilities(suite):
+    assert len(suite.tasks) >= 6
+    markers = [t.marker for t in suite.tasks.values()]
+    assert len(set(markers)) == len(markers)
+
+
+def _answer_is_right(suite, ex):
+    has_sep = ex.task != "kv_recall"
+    body = list(ex.prompt[:-1] if has_sep else ex.prompt)
+    answer = list(ex.answer[:-1] if has_sep else ex.answer)
+    assert (ex.prompt[-1] == SEP) == has_sep and (ex.answer[-1] == EOS) == has_sep
+    if ex.task == "copy":
+        return answer == body
+    if ex.task == "reversal":
+        return answer == body[::-1]
+    if ex.task == "sorting":
+        return answer == sorted(body) and len(set(body)) == len(body)
+    if ex.task == "kv_recall":
+        pairs = dict(zip(body[0:-2:2], body[1:-2:2]))
+        return body[-2] == ";" and answer == [pairs[body[-1]]]
+    if ex.task == "addition":
+        n = body.index("+")
+        a, b = int("".join(body[:n][::-1])), int("".join(body[n + 1:][::-1]))
+        return int("".join(answer[::-1])) == a + b and len(answer) == n + 1
+    if ex.task == "dyck":
+        closers = dict(BRACKETS)
+        stack = []
+        for tok in body:
+            if tok in closers:
+                stack.append(closers[tok])
+            else:
+                assert stack.pop() == tok
+        return answer == stack[::-1] and len(answer) >= 1
+    if ex.task == "fact_recall":
+        return answer == [suite.knowledge.facts[(body[0], body[1])]]
+    raise AssertionError(f"no check for task {ex.task}")
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_every_answer_is_right(suite, seed):
+    rng = np.random.default_rng(seed)
+    for task in suite.tasks.values():
+        for split in ("train", "eval"):
+            ex = task.generate(rng, split)
+            assert _answer_is_right(suite, ex), ex.text
+            assert task.split_of(ex) == split
+
+
+def _context(tokens) -> str:
+    """What a held-out key-value probe must never share with training: marker and pairs."""
+    return " ".join(tokens[:list(tokens).index(";")])
+
+
+def test_training_never_sees_a_held_out_example(suite):
+    rng = np.random.default_rng([0, 0, 0])
+    seen = {name: set() for name in suite.tasks}
+    for _ in range(20_000):
+        seg = suite.segment(rng)
+        if seg.tokens[0].endswith(":"):
+            task = next(t for t in suite.tasks.values() if t.marker == seg.tokens[0])
+            seen[task.name].add(_context(seg.tokens) if task.name == "kv_recall" else " ".join(seg.tokens))
+    for name in suite.tasks:
+        probes = suite.probes(name, 300)
+        held_out = {_context(ex.tokens) if name == "kv_recall" else ex.text for ex in probes}
+        assert held_out and not (held_out & seen[name]), name
+        assert len(seen[name]) > 1000 or name == "fact_recall"
+
+
+def test_key_value_segments_answer_every_query(suite):
+    task = suite.tasks["kv_recall"]
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        seg = task.training_segment(rng)
+        tokens = seg.tokens
+        first = tokens.index(";")
+        pairs = dict(zip(tokens[1:first:2], tokens[2:first:2]))
+        queries = tokens[first:-1]
+        assert len(queries) % 3 == 0 and len(queries) // 3 == len(pairs)
+        for i in range(0, len(queries), 3):
+            assert queries[i] == ";" and pairs[queries[i + 1]] == queries[i + 2]
+        assert tokens[-1] == EOS
+        # a loss on every value and on <eos>, nowhere else
+        assert [t for t, l in zip(tokens, seg.loss) if l] == queries[2::3] + [EOS]
+
+
+def test_fact_questions_on_held_out_entities_are_never_trained(suite):
+    task: FactRecallTask = suite.tasks["fact_recall"]
+    train_entities = {ex.prompt[0] for ex in task.all_examples("train")}
+    eval_entities = {ex.prompt[0] for ex in task.all_examples("eval")}
+    assert train_entities and eval_entities and not (train_entities & eval_entities)
+    assert train_entities | eval_entities == set(suite.knowledge.entities)
+
+
+def test_probes_are_distinct_and_reproducible(suite):
+    for name in suite.tasks:
+        probes = suite.probes(name, 200)
+        assert len({p.text for p in probes}) == len(probes)
+        assert [p.text for p in probes] == [p.text for p in CapabilitySuite(0).probes(name, 200)]
+
+
+def test_tokenizer_covers_the_suite_and_round_trips(suite, tmp_path):
+    tok = suite.tokenizer()
+    vocab = suite.vocabulary
+    assert len(vocab) == len(set(vocab)) == len(tok)
+    text = suite.corpus_text(300, seed=1)
+    ids = tok(text.replace("\n", " "))["input_ids"]
+    assert tok.unk_token_id not in ids
+    assert tok.convert_tokens_to_ids(vocab) == list(range(len(vocab)))
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("copy: a b = a b <eos>")["input_ids"] == tok("copy: a b = a b <eos>")["input_ids"]
+
+
+def test_training_batches_take_loss_only_on_answers_and_language(suite):
+    tok = suite.tokenizer()
+    inputs, labels = next(suite.training_batches(seed=0, batch_size=8, seq_len=64))
+    assert inputs.shape == labels.shape == (8, 64)
+    assert (inputs[:, 0] == tok.bos_token_id).all()
+    assert ((labels == IGNORE_INDEX) | (labels == inputs)).all()
+    # a task's marker and prompt carry no loss; its answer does
+    marker = tok.convert_tokens_to_ids("copy:")
+    sep = tok.convert_tokens_to_ids(SEP)
+    assert (labels[inputs == marker] == IGNORE_INDEX).all()
+    assert (labels[inputs == sep] == IGNORE_INDEX).all()
+    assert (labels[inputs == tok.pad_token_id] == IGNORE_INDEX).all()
+
+
+def test_paragraph_probabilities_match_their_frequencies():
+    """The log-probability carried by each paragraph is the probability of the whole
+    generative path; for the most common paragraphs it must match their frequency."""
+    grammar = Grammar(knowledge=None)
+    rng = np.random.default_rng(0)
+    n = 60_000
+    counts, logprob = Counter(), {}
+    for _ in range(n):
+        para = grammar.paragraph(rng)
+        key = " ".join(para.tokens)
+        counts[key] += 1
+        logprob[key] = para.logprob
+    for key, count in counts.most_common(5):
+        expected = n * np.exp(logprob[key])
+        assert abs(count - expected) < 5 * np.sqrt(expected) + 2, (key, count, expected)
+
+
+def test_language_eval_scores_every_paragraph_token_but_the_first(suite):
+    tok = suite.tokenizer()
+    windows, score, floor = suite.language_eval(8, seed=0)
+    assert (windows[:, 0] == tok.bos_token_id).all()
+    lengths = (windows != tok.pad_token_id).sum(dim=1) - 1
+    assert score.sum(dim=1).tolist() == (lengths - 1).tolist()
+    assert 1.0 < floor < len(suite.vocabulary)
+
+
+def test_first_token_probabilities_sum_to_one():
+    from cgclib.grammar import DETERMINERS
+    from cgclib.suite import KnowledgeBase
+    grammar = Grammar(KnowledgeBase(0))
+    starts = set(DETERMINERS["sg"] + DETERMINERS["pl"]) | set(grammar.knowledge.entities)
+    total = sum(np.exp(grammar.first_token_logprob(t)) for t in starts)
+    assert abs(total - 1.0) < 1e-9
+    with pytest.raises(ValueError, match="no paragraph starts"):
+        grammar.first_token_logprob("cat")
