@@ -1,0 +1,138 @@
+"""Numerical checks of the density chapter's theorems on random and adversarial usage
+distributions (hypothesis), and the counterexamples the chapter states."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from cgclib.density import FeatureStats, combine, feature_breadth
+from cgclib.redundancy import (
+    binary_entropy, breadth_of, critical_ratio, features_needed, redundancy_bound, structural_redundancy,
+)
+
+sizes = st.sampled_from([4, 16, 64, 128, 512])
+eps_values = st.floats(0.0, 0.5)
+
+
+@st.composite
+def usage(draw):
+    """Usage masses from several families, including adversarial ones: one dominant
+    feature, dead features, power laws, near-uniform, Dirichlet with tiny concentration."""
+    m = draw(sizes)
+    kind = draw(st.sampled_from(["dirichlet", "spike", "dead", "power", "uniform", "two_level"]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    if kind == "dirichlet":
+        mass = rng.dirichlet(np.full(m, draw(st.floats(0.01, 10.0))))
+    elif kind == "spike":
+        mass = np.full(m, draw(st.floats(1e-6, 1.0)))
+        mass[rng.integers(m)] = 1.0
+    elif kind == "dead":
+        mass = rng.random(m) * (rng.random(m) < draw(st.floats(0.05, 1.0)))
+        mass[rng.integers(m)] += 1.0
+    elif kind == "power":
+        mass = np.arange(1, m + 1, dtype=float) ** -draw(st.floats(0.0, 4.0))
+    elif kind == "uniform":
+        mass = np.ones(m)
+    else:
+        n_high = draw(st.integers(1, m))
+        mass = np.where(np.arange(m) < n_high, 1.0, draw(st.floats(0.0, 1.0)))
+    return mass
+
+
+@settings(max_examples=300, deadline=None)
+@given(mass=usage(), eps=eps_values)
+def test_theorem_breadth_bounds_redundancy(mass, eps):
+    m = len(mass)
+    r = structural_redundancy(mass, eps)
+    assert 0.0 <= r <= 1.0 - 1.0 / m + 1e-12
+    assert r <= redundancy_bound(breadth_of(mass), m, eps) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(mass=usage(), tau=st.floats(0.0, 0.99))
+def test_lemma_informed_critical_ratio_is_the_redundancy(mass, tau):
+    assert critical_ratio(mass, tau, "informed") == pytest.approx(structural_redundancy(mass, tau))
+
+
+@settings(max_examples=200, deadline=None)
+@given(mass=usage(), eps=eps_values, e=st.floats(0.0, 1.0), c=st.floats(0.0, 1.0))
+def test_corollary_density_bounds_the_critical_ratio(mass, eps, e, c):
+    """Geometric density D satisfies B >= D^3, so s0 <= 1 - kappa * D^3."""
+    m = len(mass)
+    d = combine(breadth_of(mass), e, c, "geometric")
+    kappa = math.exp(-binary_entropy(eps)) * m ** (-eps)
+    assert critical_ratio(mass, eps, "informed") <= 1 - kappa * d**3 + 1e-9
+
+
+@settings(max_examples=100, deadline=None)
+@given(mass=usage())
+def test_breadth_definitions_agree_with_the_density_module(mass):
+    assert breadth_of(mass) == pytest.approx(feature_breadth(torch.tensor(mass), method="entropy"))
+    assert 1.0 / len(mass) - 1e-12 <= breadth_of(mass) <= 1.0 + 1e-12
+
+
+def test_counterexample_higher_density_with_higher_redundancy():
+    """Density is not monotone in redundancy: component A is denser than B yet more
+    redundant, because density also rewards per-input spread, which redundancy ignores."""
+    m, eps = 128, 0.1
+    a = np.where(np.arange(m) < m // 2, 1.0, 0.0)   # half the features, used evenly
+    b = np.ones(m)                                  # every feature, used evenly
+    d_a = combine(breadth_of(a), 1.0, 1.0)          # each input spreads over k features
+    d_b = combine(breadth_of(b), 0.3, 1.0)          # each input is carried by one or two
+    assert d_a > d_b
+    assert structural_redundancy(a, eps) > structural_redundancy(b, eps)
+
+
+def test_counterexample_random_removal_ignores_density():
+    """Under compression that removes features without regard to use, the critical ratio
+    is about tau for every usage distribution: density predicts nothing."""
+    tau, rng = 0.2, np.random.default_rng(0)
+    narrow = np.where(np.arange(128) < 8, 1.0, 1e-3)
+    broad = np.ones(128)
+    s_narrow = critical_ratio(narrow, tau, "random", rng=rng, n_draws=400)
+    s_broad = critical_ratio(broad, tau, "random", rng=rng, n_draws=400)
+    assert breadth_of(narrow) < 0.2 < 0.99 < breadth_of(broad)
+    assert abs(s_narrow - s_broad) < 0.08
+    assert critical_ratio(narrow, tau) > 0.9 > critical_ratio(broad, tau)
+
+
+def test_low_breadth_does_not_force_high_redundancy():
+    """The bound is one-sided: one dominant feature and a flat tail gives low breadth and
+    still low redundancy."""
+    mass = np.concatenate([[0.5], np.full(127, 0.5 / 127)])
+    assert breadth_of(mass) < 0.2
+    assert structural_redundancy(mass, 0.1) < 0.25
+
+
+def test_features_needed_edge_cases():
+    assert features_needed([1, 0, 0, 0], 0.0) == 1
+    assert features_needed([1, 1, 1, 1], 0.0) == 4
+    assert features_needed([1, 1, 1, 1], 0.25) == 3
+    with pytest.raises(ValueError):
+        features_needed([0, 0], 0.1)
+    with pytest.raises(ValueError):
+        redundancy_bound(0.5, 16, 0.6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.sampled_from([8, 32, 128]), k=st.integers(2, 8),
+       n=st.integers(2, 300))
+def test_density_terms_lie_in_the_unit_interval_for_any_codes(seed, m, k, n):
+    assume(k <= m)
+    rng = np.random.default_rng(seed)
+    codes = np.zeros((n, m))
+    for row in codes:
+        active = rng.choice(m, size=rng.integers(1, k + 1), replace=False)
+        row[active] = rng.exponential(size=len(active)) ** rng.uniform(0.1, 5)
+    stats = FeatureStats(m, k)
+    stats.update(torch.tensor(codes[: n // 2]))
+    stats.update(torch.tensor(codes[n // 2:]))
+    for consistency in ("split_half", "code_overlap"):
+        from cgclib.density import DensityOptions
+        terms = stats.terms(DensityOptions(consistency=consistency))
+        assert all(0.0 <= v <= 1.0 for v in terms.values()), terms
