@@ -19,7 +19,8 @@ one batched forward pass.
 Key-value recall is trained in the multi-query form of Arora et al. (2023): after the
 pairs come several queries, each `; key value`, and every value carries a loss. One
 context thus teaches several lookups, which is what lets an in-context retrieval circuit
-form in a small model (with one query per context, our models stalled at about 30%).
+form in a small model (with one query per context, ours had not learned the skill after most
+of the training budget: they answered with some value from the context).
 A probe is the prefix of such a segment up to its first query, and its answer is the value
 alone (what follows the value depends on how many queries come after it).
 
