@@ -328,6 +328,14 @@ class FactRecallTask(Task):
                for e in self.knowledge.entities for r in RELATIONS]
         return [x for x in out if self.split_of(x) == split]
 
+    def statement_examples(self, split: str) -> list[Example]:
+        """The same facts in the form training states them: `entity relation` -> `value`,
+        as at the start of a paragraph. Set next to the question probes, they separate
+        storing a fact from extracting it. A statement has no marker: the entity takes the
+        marker's place as the first token."""
+        return [Example(self.name, x.prompt[0], (x.prompt[1],), (x.answer[0],), x.key)
+                for x in self.all_examples(split)]
+
 
 # --- the suite -------------------------------------------------------------------------
 

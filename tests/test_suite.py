@@ -119,6 +119,16 @@ def test_fact_questions_on_held_out_entities_are_never_trained(suite):
     assert train_entities | eval_entities == set(suite.knowledge.entities)
 
 
+def test_fact_statements_state_the_probed_facts(suite):
+    task: FactRecallTask = suite.tasks["fact_recall"]
+    for split in ("train", "eval"):
+        statements, questions = task.statement_examples(split), task.all_examples(split)
+        assert [(x.marker, *x.prompt, *x.answer) for x in statements] == \
+            [(q.prompt[0], q.prompt[1], q.answer[0]) for q in questions]
+        for x in statements:
+            assert suite.knowledge.facts[(x.marker, x.prompt[0])] == x.answer[0]
+
+
 def test_probes_are_distinct_and_reproducible(suite):
     for name in suite.tasks:
         probes = suite.probes(name, 200)
