@@ -113,14 +113,17 @@ def combine(breadth: float, entropy: float, consistency: float, method: str = "g
 class FeatureStats:
     """Streaming sums over the codes of one component, enough for every density option.
 
-    `update(codes)` takes a batch of codes (tokens, m); tokens are assigned to halves A and
-    B alternately, in the order they arrive, for the split-half consistency."""
+    `update(codes)` takes the codes (tokens, m) of one batch of whole input sequences;
+    batches go to halves A and B alternately, so that the split-half consistency compares
+    disjoint sets of sequences. (Alternating single tokens would put neighbouring tokens of
+    the same sequence into both halves and make them near-copies of each other.)"""
 
     def __init__(self, m: int, k: int):
         if k < 2:
             raise ValueError("activation entropy needs k >= 2 active features")
         self.m, self.k = m, k
         self.n_tokens = 0
+        self.n_batches = 0
         self.n_active = 0                           # tokens with at least one active feature
         self.mass = torch.zeros(2, m, dtype=torch.float64)   # sum of f per half
         self.fire = torch.zeros(m, dtype=torch.float64)      # tokens on which each feature fires
@@ -135,9 +138,7 @@ class FeatureStats:
             raise ValueError(f"codes must have shape (tokens, {self.m}), got {tuple(codes.shape)}")
         if torch.any(codes < 0):
             raise ValueError("SAE codes must be non-negative")
-        parity = (torch.arange(len(codes)) + self.n_tokens) % 2
-        for half in (0, 1):
-            self.mass[half] += codes[parity == half].sum(0)
+        self.mass[self.n_batches % 2] += codes.sum(0)
         self.fire += (codes > 0).double().sum(0)
         l1 = codes.sum(1)
         active = l1 > 0
@@ -149,6 +150,7 @@ class FeatureStats:
             self.unit_count += int(active.sum())
         self.n_active += int(active.sum())
         self.n_tokens += len(codes)
+        self.n_batches += 1
 
     def terms(self, options: DensityOptions = DensityOptions()) -> dict[str, float]:
         """The three terms and their combination, each in [0, 1]."""
@@ -162,6 +164,9 @@ class FeatureStats:
         else:
             entropy = float(_entropy(_normalise(mass)) / math.log(self.m))
         if options.consistency == "split_half":
+            if self.n_batches < 2:
+                raise ValueError("split-half consistency needs the codes of at least two batches of "
+                                 "sequences (one per half); measure on more sequences or smaller batches")
             consistency = split_half_consistency(self.mass[0], self.mass[1])
         else:  # unbiased mean cosine over pairs of distinct inputs
             n = self.unit_count

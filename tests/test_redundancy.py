@@ -136,3 +136,19 @@ def test_density_terms_lie_in_the_unit_interval_for_any_codes(seed, m, k, n):
         from cgclib.density import DensityOptions
         terms = stats.terms(DensityOptions(consistency=consistency))
         assert all(0.0 <= v <= 1.0 for v in terms.values()), terms
+
+
+def test_consistency_compares_whole_batches_of_sequences():
+    """Halves are batches, not interleaved tokens: two batches that use disjoint features
+    are fully inconsistent, and a single batch cannot be split."""
+    first, second = torch.zeros(6, 8), torch.zeros(6, 8)
+    first[:, 0:2], second[:, 4:6] = 1.0, 1.0
+    stats = FeatureStats(8, 2)
+    stats.update(first)
+    with pytest.raises(ValueError, match="at least two batches"):
+        stats.terms()
+    stats.update(second)
+    assert stats.terms()["consistency"] == pytest.approx(0.0, abs=1e-12)
+    stats.update(first)
+    stats.update(second)
+    assert stats.terms()["consistency"] == pytest.approx(0.0, abs=1e-12)
