@@ -138,6 +138,9 @@ class FeatureStats:
             raise ValueError(f"codes must have shape (tokens, {self.m}), got {tuple(codes.shape)}")
         if torch.any(codes < 0):
             raise ValueError("SAE codes must be non-negative")
+        if len(codes) and int((codes > 0).sum(1).max()) > self.k:
+            raise ValueError(f"a code has more than k = {self.k} active features: is this a TopK SAE "
+                             "with that k?")
         self.mass[self.n_batches % 2] += codes.sum(0)
         self.fire += (codes > 0).double().sum(0)
         l1 = codes.sum(1)

@@ -34,10 +34,10 @@ Head = tuple[int, int]
 class HeadSAEConfig:
     """TopK SAE per head. The defaults scale the CGC paper's setup (dictionary 512 and
     k = 25 for 64-dimensional heads, 5 epochs) to any head size: dictionary 8 x head_dim,
-    k = 0.4 x head_dim."""
+    k = 25/64 x head_dim (rounded: 6 for 16-dimensional heads)."""
 
     expansion: int = 8
-    k_fraction: float = 0.4
+    k_fraction: float = 25 / 64
     epochs: int = 5
     batch_tokens: int = 1024
     lr: float = 1e-3
@@ -55,11 +55,12 @@ def head_name(head: Head) -> str:
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
-    """A cheap identity for a model's weights: its config and a sample of every tensor."""
+    """The identity of a model's weights: its config and every tensor in full, so that a
+    pruned or otherwise edited model never reuses the SAEs of the original."""
     digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -134,11 +135,13 @@ class _ShuffledHeadBatches:
                 self._batches = self._epoch()
 
 
-def _cache_key(fingerprint: str, ids: torch.Tensor, head: Head, cfg: HeadSAEConfig) -> str:
+def _cache_key(fingerprint: str, ids: torch.Tensor, pad_token_id: int | None, head: Head,
+               cfg: HeadSAEConfig) -> str:
     import sae_lens
 
     ids_digest = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()
-    spec = {"model": fingerprint, "tokens": ids_digest, "shape": list(ids.shape), "head": list(head),
+    spec = {"model": fingerprint, "tokens": ids_digest, "shape": list(ids.shape), "pad": pad_token_id,
+            "head": list(head),
             "config": asdict(cfg), "sae_lens": sae_lens.__version__}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -156,7 +159,7 @@ def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: Hea
         components.check_head(model, l, h)
     cache = Path(cache or cache_dir() / "saes")
     fingerprint = model_fingerprint(model)
-    keys = {head: _cache_key(fingerprint, ids, head, cfg) for head in heads}
+    keys = {head: _cache_key(fingerprint, ids, pad_token_id, head, cfg) for head in heads}
     saes = {head: SAE.load_from_disk(cache / key) for head, key in keys.items() if (cache / key / "cfg.json").is_file()}
     missing = [head for head in heads if head not in saes]
     if not missing:

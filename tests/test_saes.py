@@ -58,3 +58,14 @@ def test_statistics_on_held_out_tokens(tmp_path):
     assert 0.0 <= quality.dead_share < 1.0
     assert quality.mean_l0 <= 3 + 1e-9
     assert all(0.0 <= v <= 1.0 for v in stats.terms().values())
+
+
+def test_an_edited_model_does_not_reuse_the_saes_of_the_original():
+    from cgclib.models import load_model
+    from cgclib.saes import model_fingerprint
+
+    model = load_model("testbed-llama", device="cpu").model
+    before = model_fingerprint(model)
+    with torch.no_grad():  # prune the last rows of a large weight, far from its first entries
+        model.model.layers[3].mlp.down_proj.weight[-8:, :] = 0
+    assert model_fingerprint(model) != before
