@@ -113,11 +113,12 @@ class PerplexityResult:
 def perplexity(model, windows: torch.Tensor, score: torch.Tensor | None = None, batch_size: int = 64,
                attention_mask: torch.Tensor | None = None, progress: bool = False) -> PerplexityResult:
     """Perplexity over the tokens of `windows` (batch, seq), each predicted from its prefix.
-    `score` (same shape, bool) marks the tokens that count; by default every token but
-    the first of each row. `attention_mask` marks real tokens (1) against padding (0)."""
+    `score` (same shape, bool) marks the tokens that count; by default every real token
+    (per `attention_mask`, else every token) but the first of each row. `attention_mask`
+    marks real tokens (1) against padding (0)."""
     device = model_device(model)
     if score is None:
-        score = torch.ones_like(windows, dtype=torch.bool)
+        score = torch.ones_like(windows, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
         score[:, 0] = False
     if score.shape != windows.shape:
         raise ValueError(f"score mask shape {tuple(score.shape)} differs from windows {tuple(windows.shape)}")

@@ -72,6 +72,10 @@ def test_uniform_guesser_has_perplexity_equal_to_vocabulary(suite):
     assert math.isclose(result.perplexity, len(tok), rel_tol=1e-6)
     assert result.n_tokens == int(score.sum())
     assert perplexity(Uniform(len(tok)), windows).n_tokens == windows.numel() - len(windows)
+    # with an attention mask and no score, padding is not scored
+    attention = (windows != tok.pad_token_id).long()
+    padded = perplexity(Uniform(len(tok)), windows, attention_mask=attention)
+    assert padded.n_tokens == int(attention.sum()) - len(windows) < windows.numel() - len(windows)
 
 
 def test_oracle_scores_only_the_marked_tokens(suite):
