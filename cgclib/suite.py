@@ -138,6 +138,11 @@ class Task(ABC):
         return Example(self.name, self.marker, prompt, (*answer, EOS), key)
 
 
+def random_letters(rng: np.random.Generator, lengths: tuple[int, int]) -> list[str]:
+    """Letters drawn with replacement, their number uniform in `lengths` (inclusive)."""
+    return [LETTERS[i] for i in rng.integers(0, 26, rng.integers(lengths[0], lengths[1] + 1))]
+
+
 class CopyTask(Task):
     name, marker = "copy", "copy:"
     LENGTHS = (3, 8)
@@ -146,7 +151,7 @@ class CopyTask(Task):
         return LETTERS
 
     def sample(self, rng):
-        seq = [LETTERS[i] for i in rng.integers(0, 26, rng.integers(self.LENGTHS[0], self.LENGTHS[1] + 1))]
+        seq = random_letters(rng, self.LENGTHS)
         return self._example(seq, seq, " ".join(seq))
 
 
@@ -158,7 +163,7 @@ class ReversalTask(Task):
         return LETTERS
 
     def sample(self, rng):
-        seq = [LETTERS[i] for i in rng.integers(0, 26, rng.integers(self.LENGTHS[0], self.LENGTHS[1] + 1))]
+        seq = random_letters(rng, self.LENGTHS)
         return self._example(seq, seq[::-1], " ".join(seq))
 
 
