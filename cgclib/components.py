@@ -85,6 +85,29 @@ def attention_output(model: nn.Module, layer: int) -> nn.Module:
     return b.attn.c_proj if family(model) == "gpt2" else b.self_attn.o_proj
 
 
+def head_qkv_rows(model: nn.Module, layer: int, head: int) -> list[tuple[nn.Module, slice]]:
+    """The (module, row slice) pairs of head `head`'s query, key and value weights, rows of
+    the (out, in) matrices of `weight`. With grouped-query attention the key and value rows
+    are those of the head's group, shared with the other heads of the group."""
+    check_head(model, layer, head)
+    lay = layout(model)
+    d = lay.head_dim
+    rows = slice(head * d, (head + 1) * d)
+    b = block(model, layer)
+    if lay.family == "gpt2":
+        return [(b.attn.c_attn, slice(k * lay.d_model + head * d, k * lay.d_model + (head + 1) * d)) for k in range(3)]
+    kv_head = head // (lay.n_heads // kv_heads(model))
+    kv_rows = slice(kv_head * d, (kv_head + 1) * d)
+    attn = b.self_attn
+    return [(attn.q_proj, rows), (attn.k_proj, kv_rows), (attn.v_proj, kv_rows)]
+
+
+def kv_heads(model: nn.Module) -> int:
+    """Number of key/value heads (fewer than query heads under grouped-query attention)."""
+    lay = layout(model)
+    return lay.n_heads if lay.family == "gpt2" else getattr(model.config, "num_key_value_heads", None) or lay.n_heads
+
+
 LINEAR_NAMES = {
     "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
     "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

@@ -159,6 +159,21 @@ class EvaluationData:
         return cls(windows, score, attention, probes, floor)
 
 
+    def subset(self, n_probes: int, n_windows: int) -> "EvaluationData":
+        """The first `n_probes` probes of every capability and the first `n_windows`
+        language rows: a cheaper evaluation for sweeps with many points."""
+        if n_probes < 1 or n_windows < 1:
+            raise ValueError(f"a subset needs at least one probe and one window, got {n_probes}, {n_windows}")
+
+        def head(t):
+            return None if t is None else t[:n_windows]
+
+        probes = {task: ProbeSet(task, p.input_ids[:n_probes], p.answer_mask[:n_probes], p.attention_mask[:n_probes],
+                                 p.examples[:n_probes]) for task, p in self.probes.items()}
+        return EvaluationData(self.windows[:n_windows], head(self.score), head(self.attention_mask), probes,
+                              self.perplexity_floor)
+
+
 @dataclass(frozen=True)
 class Profile:
     """The evaluation of one model: perplexity and per-capability results."""
@@ -192,3 +207,41 @@ def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool 
     finally:
         model.train(was_training)
     return Profile(language, caps)
+
+
+def perplexity_change(a: Profile, b: Profile, n_resamples: int = 2000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Relative change of perplexity from `b` to `a` (a / b - 1) on the same evaluation
+    text, with a 95% bootstrap interval over windows resampled jointly for both."""
+    nll_a, nll_b = a.language.window_nll, b.language.window_nll
+    tokens = a.language.window_tokens
+    if nll_b.shape != nll_a.shape or not np.array_equal(tokens, b.language.window_tokens):
+        raise ValueError("perplexity_change needs two evaluations of the same windows")
+    value = math.exp((nll_a.sum() - nll_b.sum()) / tokens.sum()) - 1
+    idx = np.random.default_rng(seed).integers(len(tokens), size=(n_resamples, len(tokens)))
+    boot = np.exp((nll_a[idx].sum(1) - nll_b[idx].sum(1)) / tokens[idx].sum(1)) - 1
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(value), (float(lo), float(hi))
+
+
+def accuracy_gap(a: list[Profile], b: list[Profile], n_resamples: int = 2000,
+                 seed: int = 0) -> tuple[float, tuple[float, float]]:
+    """Mean exact-match accuracy of profiles `a` minus that of `b`, averaged over the pairs
+    (a[i], b[i]) (e.g. two strategies at each sparsity of a grid) and over capabilities,
+    with a 95% bootstrap interval: probes resampled within each capability, the same
+    resample for every pair, since every profile answered the same probes."""
+    if len(a) != len(b) or not a:
+        raise ValueError("accuracy_gap needs two equally long, non-empty lists of profiles")
+    tasks = list(a[0].capabilities)
+    if not tasks:
+        raise ValueError("the profiles have no capability probes")
+    rng = np.random.default_rng(seed)
+    value, boot = 0.0, np.zeros(n_resamples)
+    for task in tasks:
+        diff = np.stack([pa.capabilities[task].correct.astype(float) - pb.capabilities[task].correct.astype(float)
+                         for pa, pb in zip(a, b)])                      # (pairs, probes)
+        per_probe = diff.mean(0)
+        value += per_probe.mean() / len(tasks)
+        idx = rng.integers(len(per_probe), size=(n_resamples, len(per_probe)))
+        boot += per_probe[idx].mean(1) / len(tasks)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(value), (float(lo), float(hi))

@@ -34,21 +34,6 @@ from .saes import token_mask
 SIGNALS = ("wanda", "wanda_qkv", "magnitude", "activation_norm", "taylor")
 
 
-def _qkv_rows(model, layer: int, head: int) -> list[tuple[torch.nn.Module, slice]]:
-    """The (module, row slice) pairs of head `head`'s query, key and value weights."""
-    lay = components.layout(model)
-    d = lay.head_dim
-    rows = slice(head * d, (head + 1) * d)
-    block = components.block(model, layer)
-    if lay.family == "gpt2":
-        fused = block.attn.c_attn
-        return [(fused, slice(k * lay.d_model + head * d, k * lay.d_model + (head + 1) * d)) for k in range(3)]
-    kv_head = head // (lay.n_heads // model.config.num_key_value_heads)
-    kv_rows = slice(kv_head * d, (kv_head + 1) * d)
-    attn = block.self_attn
-    return [(attn.q_proj, rows), (attn.k_proj, kv_rows), (attn.v_proj, kv_rows)]
-
-
 @contextmanager
 def _head_gates(model, gates: torch.Tensor):
     """Multiply head h of layer l by gates[l, h] (a tensor that may require grad)."""
@@ -73,7 +58,7 @@ def head_importance(model, ids: torch.Tensor, pad_token_id: int | None, batch_se
     lay = components.layout(model)
     device = next(model.parameters()).device
     n_layers, n_heads, d = lay.n_layers, lay.n_heads, lay.head_dim
-    qkv_inputs = {l: next(iter(_qkv_rows(model, l, 0)))[0] for l in range(n_layers)}
+    qkv_inputs = {l: next(iter(components.head_qkv_rows(model, l, 0)))[0] for l in range(n_layers)}
     sq_out = torch.zeros(n_layers, n_heads * d, dtype=torch.float64)   # sum of X_j^2, W_O inputs
     sq_qkv = torch.zeros(n_layers, lay.d_model, dtype=torch.float64)   # sum of X_j^2, q/k/v inputs
     head_sq = torch.zeros(n_layers, n_heads, dtype=torch.float64)      # sum of ||z_h||^2
@@ -115,7 +100,7 @@ def head_importance(model, ids: torch.Tensor, pad_token_id: int | None, batch_se
         wanda_out = w_out.abs() * sq_out[layer].sqrt()                  # (out, in) Wanda scores
         for head in range(n_heads):
             cols = slice(head * d, (head + 1) * d)
-            qkv = [components.weight(m).detach().double().cpu()[r] for m, r in _qkv_rows(model, layer, head)]
+            qkv = [components.weight(m).detach().double().cpu()[r] for m, r in components.head_qkv_rows(model, layer, head)]
             qkv_scores = torch.cat(qkv).abs() * sq_qkv[layer].sqrt()
             rows.append({
                 "layer": layer, "head": head,

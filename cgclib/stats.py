@@ -3,6 +3,7 @@ equivalence bounds and power. Thin wrappers over `scipy.stats`, with the seed ex
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,9 +53,11 @@ def spearman(x, y, n_resamples: int = 2000, seed: int = 0) -> Correlation:
         return stats.spearmanr(a, b).statistic
 
     rho = float(rho_of(x, y))
-    ci = bootstrap_interval(lambda a, b: np.nan_to_num(rho_of(a, b)), x, y, n_resamples=n_resamples, seed=seed)
-    perm = stats.permutation_test((x, y), rho_of, permutation_type="pairings", n_resamples=n_resamples,
-                                  alternative="two-sided", random_state=np.random.default_rng(seed + 1))
+    with warnings.catch_warnings():  # a resample can be constant; its rho counts as 0
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        ci = bootstrap_interval(lambda a, b: np.nan_to_num(rho_of(a, b)), x, y, n_resamples=n_resamples, seed=seed)
+        perm = stats.permutation_test((x, y), rho_of, permutation_type="pairings", n_resamples=n_resamples,
+                                      alternative="two-sided", random_state=np.random.default_rng(seed + 1))
     return Correlation(rho, ci, float(perm.pvalue), len(x))
 
 

@@ -104,3 +104,38 @@ def test_unknown_tokens_in_a_probe_are_refused(suite):
     bad = Example("copy", "copy:", ("zebra", "="), ("zebra", "<eos>"), "zebra")
     with pytest.raises(ValueError, match="unknown to the tokenizer"):
         build_probe_set(tok, "copy", [bad])
+
+
+def _profile(window_nll, correct):
+    from cgclib.evaluation import PerplexityResult, ProbeResult, Profile
+
+    window_nll = np.asarray(window_nll, dtype=float)
+    tokens = np.full(len(window_nll), 10)
+    correct = np.asarray(correct, dtype=bool)
+    probe = ProbeResult("copy", correct, np.ones(len(correct)), np.ones(len(correct), dtype=int))
+    return Profile(PerplexityResult(float(np.exp(window_nll.sum() / tokens.sum())), window_nll, tokens),
+                   {"copy": probe})
+
+
+def test_perplexity_change_and_accuracy_gap_are_paired_comparisons():
+    from cgclib.evaluation import accuracy_gap, perplexity_change
+
+    base = _profile([20.0, 22.0, 18.0, 21.0], [1, 1, 0, 1])
+    worse = _profile([21.0, 23.0, 19.0, 22.0], [1, 0, 0, 0])
+    change, (lo, hi) = perplexity_change(worse, base, n_resamples=500)
+    assert change == pytest.approx(np.exp(4 / 40) - 1)
+    assert lo == pytest.approx(change) and hi == pytest.approx(change)   # the same shift in every window
+    gap, (lo, hi) = accuracy_gap([worse, worse], [base, base], n_resamples=500)
+    assert gap == pytest.approx(-0.5)
+    assert lo <= gap <= hi <= 0
+    with pytest.raises(ValueError, match="same windows"):
+        perplexity_change(_profile([1.0, 2.0], [1]), base)
+
+
+def test_subset_keeps_the_first_examples():
+    suite = CapabilitySuite(0)
+    data = EvaluationData.for_testbed(suite, suite.tokenizer(), 12, 6, seed=0)
+    small = data.subset(5, 3)
+    assert small.windows.shape[0] == 3 and torch.equal(small.windows, data.windows[:3])
+    for task, probes in small.probes.items():
+        assert len(probes) == 5 and probes.examples == data.probes[task].examples[:5]

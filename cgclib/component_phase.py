@@ -1,0 +1,109 @@
+"""Phase transitions of single components: compress one head (or one block) alone over a
+grid of ratios, evaluate the whole model each time, and locate where each metric collapses.
+
+The compression is Wanda pruning of the component's own weights (`pruning.wanda_head_masks`,
+`pruning.wanda_block_masks` for one block), all other components dense. The metrics are
+the language perplexity and, per capability, the answer perplexity (exp of the mean NLL of
+the answer tokens): a smooth companion of exact match that is positive everywhere, as the
+phase-transition fit of `cgclib.phase` needs. Each metric's curve, the dense model at ratio
+0 included, is fitted separately; a component's critical ratio for a metric is the fitted
+s0, or none when the fit finds no transition inside the grid.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import components
+from .evaluation import EvaluationData, Profile, evaluate
+from .phase import fit_phase_transition
+from .pruning import check_sparsity, input_square_sums, masked, wanda_block_masks, wanda_head_masks
+
+
+def _metrics(profile: Profile) -> dict[str, float]:
+    row = {"language": profile.perplexity}
+    row.update({task: r.task_perplexity for task, r in profile.capabilities.items()})
+    return row
+
+
+def _check_grid(ratios: Iterable[float]) -> list[float]:
+    grid = sorted(check_sparsity(r, "compression ratio") for r in ratios)
+    if len(grid) < 3 or grid[0] == 0:
+        raise ValueError("give at least three positive compression ratios; the dense model is added as ratio 0")
+    return grid
+
+
+def head_sweep(model, data: EvaluationData, calibration, pad_token_id: int | None, ratios: Iterable[float],
+               heads: list[tuple[int, int]] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Every metric for every head pruned alone at every ratio: one row per (layer, head,
+    ratio), ratio 0 being the dense model."""
+    grid = _check_grid(ratios)
+    lay = components.layout(model)
+    heads = heads or [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]
+    modules = {f"{l}.{n}": m for l in {l for l, _ in heads} for n, m in components.linear_layers(model, l).items()}
+    sums = input_square_sums(model, calibration, pad_token_id, modules)
+    dense = _metrics(evaluate(model, data))
+    rows = []
+    for layer, head in tqdm(heads, desc="heads pruned alone", disable=not progress):
+        rows.append({"layer": layer, "head": head, "ratio": 0.0, **dense})
+        for ratio in grid:
+            with masked(model, wanda_head_masks(model, sums, layer, head, ratio)):
+                rows.append({"layer": layer, "head": head, "ratio": ratio, **_metrics(evaluate(model, data))})
+    return pd.DataFrame(rows)
+
+
+def block_sweep(model, data: EvaluationData, calibration, pad_token_id: int | None, ratios: Iterable[float],
+                progress: bool = True) -> pd.DataFrame:
+    """Every metric for every block pruned alone (all its linear layers, Wanda) at every
+    ratio: one row per (layer, ratio)."""
+    grid = _check_grid(ratios)
+    dense = _metrics(evaluate(model, data))
+    rows = []
+    for layer in tqdm(range(components.layout(model).n_layers), desc="blocks pruned alone", disable=not progress):
+        rows.append({"layer": layer, "ratio": 0.0, **dense})
+        for ratio in grid:
+            with masked(model, wanda_block_masks(model, calibration, pad_token_id, {layer: ratio})):
+                rows.append({"layer": layer, "ratio": ratio, **_metrics(evaluate(model, data))})
+    return pd.DataFrame(rows)
+
+
+def critical_ratios(sweep: pd.DataFrame, keys: list[str], metrics: list[str], min_rise: float = 0.05) -> pd.DataFrame:
+    """One row per (component, metric): the fitted s0 and, as its uncertainty, the two grid
+    ratios that bracket it. s0 is NaN where the metric never collapses: where it never rises
+    above its dense value by the factor 1 + `min_rise` (a curve that stays flat would
+    otherwise be cut at noise), or where the fit finds no transition. `keys` name the
+    component columns of the sweep (e.g. layer and head)."""
+    rows = []
+    for key, curve in sweep.groupby(keys):
+        curve = curve.sort_values("ratio")
+        if curve["ratio"].iloc[0] != 0:
+            raise ValueError(f"component {key}: the sweep must include the dense model at ratio 0")
+        for m in metrics:
+            y = curve[m].to_numpy()
+            fit = fit_phase_transition(curve["ratio"].to_numpy(), y) if y.max() >= y[0] * (1 + min_rise) else None
+            bracket = fit.bracket if fit is not None and fit.s0 is not None else (None, None)
+            rows.append({**dict(zip(keys, key)), "metric": m, "s0": None if fit is None else fit.s0,
+                         "bracket_low": bracket[0], "bracket_high": bracket[1]})
+    return pd.DataFrame(rows).astype({"s0": float, "bracket_low": float, "bracket_high": float})
+
+
+def s0_table(critical: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The s0 column of `critical_ratios` as a table: components by metrics."""
+    return critical.pivot(index=keys, columns="metric", values="s0")[critical["metric"].unique()]
+
+
+def first_collapse(s0: pd.DataFrame, censor_at: float) -> pd.Series:
+    """Per component, the smallest critical ratio over its metrics: the ratio at which its
+    first function collapses. Components with no transition are censored at `censor_at`
+    (the top of the grid), which a rank correlation treats as tied beyond every s0."""
+    return s0.min(axis=1, skipna=True).fillna(censor_at).clip(upper=censor_at).rename("first_collapse")
+
+
+def transition_table(s0: pd.DataFrame) -> pd.DataFrame:
+    """Per metric: how many components show a transition and the spread of their s0."""
+    return pd.DataFrame({"components with a transition": s0.notna().sum(), "median s0": s0.median(),
+                         "min s0": s0.min(), "max s0": s0.max()})
+

@@ -1,0 +1,159 @@
+"""Wanda pruning (Sun et al. 2023) of whole blocks or of single heads, as boolean masks.
+
+A mask marks the weights to remove, one (out, in) boolean tensor per linear layer, keyed by
+the layer's name in `components.all_linear_layers` (`"<block>.<name>"`). Masks are computed
+from calibration statistics and applied only inside `masked(model, masks)`, which zeroes
+the masked weights and restores them on exit, so one loaded model serves every strategy and
+sparsity of a sweep.
+
+Wanda scores weight W_ij by |W_ij| * ||X_j||_2, X_j being input feature j over the
+calibration tokens, and removes the lowest-scoring share of every output row. As in the
+reference implementation, blocks are pruned in order and each block's calibration inputs
+are those produced by the blocks already pruned before it.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from . import components
+from .hooks import linear_inputs
+from .saes import token_mask
+
+Masks = dict[str, torch.Tensor]
+
+
+class SparsityError(ValueError):
+    """A sparsity outside [0, 1), or an allocation the model cannot take."""
+
+
+def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
+    if not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity) or not 0 <= sparsity < 1:
+        raise SparsityError(f"{what} must lie in [0, 1), got {sparsity!r}")
+    return float(sparsity)
+
+
+@torch.no_grad()
+def input_square_sums(model, ids: torch.Tensor, pad_token_id: int | None, modules: Mapping[str, torch.nn.Module],
+                      batch_sequences: int = 16) -> dict[str, torch.Tensor]:
+    """sum over calibration tokens of x_j^2 for every input feature j of each module
+    (padding left out): ||X_j||_2 squared, accumulated batch by batch on the model's device."""
+    device = next(model.parameters()).device
+    acc = {name: torch.zeros(components.in_features(m), dtype=torch.float64, device=device)
+           for name, m in modules.items()}
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(ids), batch_sequences):
+        chunk = ids[start:start + batch_sequences].to(device)
+        mask = token_mask(chunk, pad_token_id)
+
+        def grab(name, x):
+            acc[name] += x[mask].double().pow(2).sum(0)
+
+        attention = None if pad_token_id is None else (chunk != pad_token_id).long()
+        with linear_inputs(model, modules, grab):
+            model(input_ids=chunk, attention_mask=attention)
+    model.train(was_training)
+    return acc
+
+
+def wanda_scores(weight: torch.Tensor, square_sums: torch.Tensor) -> torch.Tensor:
+    """|W_ij| * ||X_j||_2 for an (out, in) weight."""
+    return weight.detach().abs().double() * square_sums.to(weight.device).sqrt()[None, :]
+
+
+def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Mask of the floor(sparsity * in) lowest scores of every row (ties broken by position)."""
+    check_sparsity(sparsity)
+    k = int(scores.shape[1] * sparsity)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    if k > 0:
+        lowest = torch.sort(scores, dim=1, stable=True).indices[:, :k]
+        mask.scatter_(1, lowest, True)
+    return mask
+
+
+@contextmanager
+def masked(model, masks: Masks) -> Iterator[None]:
+    """Zero the masked weights for the duration of the context, then restore them."""
+    modules = components.all_linear_layers(model)
+    unknown = sorted(set(masks) - set(modules))
+    if unknown:
+        raise components.ComponentError(f"masks name linear layers the model does not have: {unknown[:5]}")
+    saved = {}
+    try:
+        with torch.no_grad():
+            for name, mask in masks.items():
+                w = components.weight(modules[name])
+                if mask.shape != w.shape:
+                    raise SparsityError(f"mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(w.shape)}")
+                mask = mask.to(w.device)
+                saved[name] = (mask, w[mask].clone())
+                w[mask] = 0
+        yield
+    finally:
+        with torch.no_grad():
+            for name, (mask, values) in saved.items():
+                components.weight(modules[name])[mask] = values
+
+
+def wanda_block_masks(model, ids: torch.Tensor, pad_token_id: int | None, block_sparsity: Mapping[int, float],
+                      batch_sequences: int = 16, progress: bool = False) -> Masks:
+    """Unstructured Wanda masks for every linear layer of the given blocks, block b pruned
+    at `block_sparsity[b]`, blocks in order with inputs from the already pruned blocks."""
+    for block, s in block_sparsity.items():
+        components.check_layer(model, block)
+        check_sparsity(s, f"sparsity of block {block}")
+    masks: Masks = {}
+    order = sorted(block_sparsity)
+    for block in tqdm(order, desc="wanda", disable=not progress, leave=False):
+        layers = {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
+        with masked(model, masks):
+            sums = input_square_sums(model, ids, pad_token_id, layers, batch_sequences)
+        for name, m in layers.items():
+            masks[name] = row_mask(wanda_scores(components.weight(m), sums[name]), block_sparsity[block])
+    return masks
+
+
+def head_weight_slices(model, layer: int, head: int) -> list[tuple[str, torch.nn.Module, slice, slice]]:
+    """The weights that belong to one head alone: its rows of the query, key and value
+    projections (key and value only without grouped-query sharing) and its columns of the
+    attention output projection, as (name, module, rows, columns) of `weight`."""
+    lay = components.layout(model)
+    names = {id(m): f"{layer}.{n}" for n, m in components.linear_layers(model, layer).items()}
+    everything = slice(None)
+    own = components.head_qkv_rows(model, layer, head)
+    if components.kv_heads(model) != lay.n_heads:
+        own = own[:1]
+    out = [(names[id(m)], m, rows, everything) for m, rows in own]
+    o = components.attention_output(model, layer)
+    cols = slice(head * lay.head_dim, (head + 1) * lay.head_dim)
+    out.append((names[id(o)], o, everything, cols))
+    return out
+
+
+def wanda_head_masks(model, square_sums: Mapping[str, torch.Tensor], layer: int, head: int, sparsity: float) -> Masks:
+    """Wanda masks that prune only head (layer, head): within each of its weight slices
+    (`head_weight_slices`), the lowest `sparsity` share of every row of the slice.
+    `square_sums` are `input_square_sums` of the block's linear layers on dense inputs."""
+    masks: Masks = {}
+    for name, module, rows, cols in head_weight_slices(model, layer, head):
+        if name not in square_sums:
+            raise KeyError(f"no input statistics for {name}")
+        w = components.weight(module)
+        scores = wanda_scores(w, square_sums[name])
+        mask = masks.get(name, torch.zeros_like(w, dtype=torch.bool))
+        mask[rows, cols] = row_mask(scores[rows, cols], sparsity)
+        masks[name] = mask
+    return masks
+
+
+def pruned_share(model, masks: Masks) -> float:
+    """Share of all block linear-layer weights that the masks remove."""
+    total = sum(components.weight(m).numel() for m in components.all_linear_layers(model).values())
+    return sum(int(m.sum()) for m in masks.values()) / total
