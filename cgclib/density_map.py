@@ -1,0 +1,45 @@
+"""The capability density of every attention head of a model, end to end: calibration
+text -> one SAE per head (trained or loaded from the cache) -> feature statistics on
+held-out text -> density and its three terms. Chapters that need the density map call
+`head_density_map`; with the same arguments they share the cached SAEs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .density import DensityOptions, FeatureStats
+from .saes import HeadSAEConfig, head_feature_statistics, train_head_saes
+
+
+@dataclass(frozen=True)
+class DensityMap:
+    """Per head (index: layer, head): the density terms, the SAE's fit on held-out tokens
+    (fraction of variance explained, dead-feature share, mean L0), and the raw statistics
+    from which other definitions of density can be computed."""
+
+    terms: pd.DataFrame
+    fit: pd.DataFrame
+    stats: dict[tuple[int, int], FeatureStats]
+
+    @property
+    def density(self) -> pd.Series:
+        return self.terms["density"]
+
+
+def head_density_map(subject, sae_cfg: HeadSAEConfig, calibration_sequences: int, measure_sequences: int,
+                     seq_len: int, seed: int, options: DensityOptions = DensityOptions()) -> DensityMap:
+    """Train (or load) one SAE per head on `calibration_sequences` sequences and measure
+    density on `measure_sequences` other sequences (drawn with seed + 1)."""
+    calib = subject.calibration(calibration_sequences, seq_len, seed=seed)
+    held_out = subject.calibration(measure_sequences, seq_len, seed=seed + 1)
+    pad = subject.tokenizer.pad_token_id
+    saes = train_head_saes(subject.model, calib, pad, sae_cfg)
+    stats, recon = head_feature_statistics(subject.model, saes, held_out, pad)
+    terms = pd.DataFrame({head: s.terms(options) for head, s in stats.items()}).T
+    terms.index.names = ["layer", "head"]
+    fit = pd.DataFrame({head: {"fve": r.fraction_variance_explained, "dead": r.dead_share, "l0": r.mean_l0}
+                        for head, r in recon.items()}).T
+    fit.index.names = ["layer", "head"]
+    return DensityMap(terms, fit, stats)
