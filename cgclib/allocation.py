@@ -18,6 +18,11 @@ which is what makes them comparable:
   mean (M = 5, lam = 0.08 by default, the OWL paper's values for 70% sparsity);
 - depth: x_l = -l, earlier blocks pruned less (a control for any score that varies with depth).
 
+AlphaPruning (Lu et al. 2024) maps its own block metric, the heavy-tail exponent of the
+weights' eigenvalue spectra, with its own map (`alphapruning_sparsities`), and
+`absorption_corrected` shifts any allocation toward the blocks whose perturbations are
+absorbed downstream (our reconstruction of Jing et al. 2026).
+
 For heads, allocation is the choice of which heads a structured budget removes:
 `heads_to_prune` takes the lowest-scoring share of heads.
 """
@@ -54,16 +59,25 @@ def spread(scores, sparsity: float, lam: float) -> np.ndarray:
         raise ValueError(f"block scores must be a non-empty 1-D finite array, got {x!r}")
     if lam < 0:
         raise ValueError(f"lam must be non-negative, got {lam}")
-    width = np.ptp(x)
-    if width == 0:
+    if np.ptp(x) == 0:
         return np.full_like(x, sparsity)
-    q = 2 * (x - x.min()) / width                     # in [0, 2]; r = lam * q
-    centred = q - q.mean()
-    if centred.max() > 0:
-        lam = min(lam, sparsity / centred.max())
-    if centred.min() < 0:
-        lam = min(lam, (MAX_BLOCK_SPARSITY - sparsity) / -centred.min())
-    return np.clip(sparsity - lam * centred, 0.0, MAX_BLOCK_SPARSITY)
+    return _shifted(np.full_like(x, sparsity), -_centred_unit_scores(x), lam)
+
+
+def _centred_unit_scores(x: np.ndarray) -> np.ndarray:
+    """q - mean(q) with q = 2 (x - min x) / (max x - min x) in [0, 2]."""
+    q = 2 * (x - x.min()) / np.ptp(x)
+    return q - q.mean()
+
+
+def _shifted(base: np.ndarray, direction: np.ndarray, lam: float) -> np.ndarray:
+    """base + lam' * direction, lam' the largest value <= lam that keeps every entry within
+    [0, MAX_BLOCK_SPARSITY]; `direction` sums to zero, so the mean of `base` is kept."""
+    for d, room in ((direction, MAX_BLOCK_SPARSITY - base), (-direction, base)):
+        up = d > 0
+        if up.any():
+            lam = min(lam, float(np.min(room[up] / d[up])))
+    return np.clip(base + max(lam, 0.0) * direction, 0.0, MAX_BLOCK_SPARSITY)
 
 
 def outlier_ratios(model, square_sums: Mapping[str, torch.Tensor], m: float = OWL_M) -> np.ndarray:
@@ -152,3 +166,81 @@ def profile_table(profiles: Mapping[tuple[str, float], Profile], dense: Profile 
         rows.append({"strategy": name, "sparsity": s, "perplexity": p.perplexity, **acc,
                      "mean accuracy": float(np.mean(list(acc.values()))) if acc else float("nan")})
     return pd.DataFrame(rows).set_index(["strategy", "sparsity"])
+
+
+def hill_alpha(eigenvalues) -> float:
+    """Heavy-tail exponent of an eigenvalue spectrum as AlphaPruning computes it: for every
+    candidate x_min among the (ascending) eigenvalues, the Hill estimate
+    alpha = 1 + n / sum_{i: lambda_i >= x_min} log(lambda_i / x_min) over the n eigenvalues in
+    the tail, and the Kolmogorov-Smirnov distance between the tail's empirical CDF and the
+    power law's; the alpha with the smallest distance is returned."""
+    eig = np.sort(np.asarray(eigenvalues, dtype=float))
+    eig = eig[eig > 1e-5]  # near-zero eigenvalues carry no tail information
+    if len(eig) < 3:
+        raise ValueError(f"a tail exponent needs at least 3 positive eigenvalues, got {len(eig)}")
+    logs = np.log(eig)
+    best_alpha, best_d = np.nan, np.inf
+    for i in range(len(eig) - 1):
+        n = len(eig) - i
+        denominator = logs[i:].sum() - n * logs[i]
+        if denominator <= 0:
+            continue
+        alpha = 1 + n / denominator
+        cdf = 1 - (eig[i:] / eig[i]) ** (1 - alpha)
+        d = float(np.max(np.abs(cdf - np.arange(n) / n))) if alpha > 1 else 1.0
+        if d < best_d:
+            best_alpha, best_d = alpha, d
+    return float(best_alpha)
+
+
+def block_alphas(model) -> np.ndarray:
+    """AlphaPruning's per-block metric: the mean heavy-tail exponent of the eigenvalues of
+    W^T W (the squared singular values of W) over the block's linear layers."""
+    out = []
+    for block in range(components.layout(model).n_layers):
+        alphas = [hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float().cpu()).double().numpy() ** 2)
+                  for m in components.linear_layers(model, block).values()]
+        out.append(float(np.mean(alphas)))
+    return np.array(out)
+
+
+def alphapruning_sparsities(alphas, sparsity: float, eps: float = 0.3, block_params=None) -> np.ndarray:
+    """AlphaPruning's map: block metric mapped linearly onto [1 - eps, 1 + eps] (higher alpha,
+    a less trained block, is pruned more), then scaled so that the parameter-weighted mean
+    sparsity is `sparsity`. Where that would ask more than MAX_BLOCK_SPARSITY of a block
+    (high budgets), eps is narrowed to the largest value that does not."""
+    check_sparsity(sparsity, "global sparsity")
+    if sparsity > MAX_BLOCK_SPARSITY:
+        raise SparsityError(f"global sparsity {sparsity} exceeds the largest block sparsity {MAX_BLOCK_SPARSITY}")
+    a = np.asarray(alphas, dtype=float)
+    if not 0 <= eps < 1:
+        raise ValueError(f"eps must lie in [0, 1), got {eps}")
+    params = np.ones_like(a) if block_params is None else np.asarray(block_params, dtype=float)
+    unit = np.zeros_like(a) if np.ptp(a) == 0 else (a - a.min()) / np.ptp(a)
+
+    def at(e):
+        ratios = (1 - e) + 2 * e * unit
+        return ratios * sparsity * params.sum() / (ratios * params).sum()
+
+    if at(eps).max() > MAX_BLOCK_SPARSITY:  # the largest block sparsity grows with eps: bisect
+        low, high = 0.0, eps
+        for _ in range(60):
+            low, high = ((low + high) / 2, high) if at((low + high) / 2).max() <= MAX_BLOCK_SPARSITY else (low, (low + high) / 2)
+        eps = low
+    return at(eps)
+
+
+def absorption_corrected(base, absorption, strength: float) -> np.ndarray:
+    """Our absorption-aware correction: shift sparsity toward the blocks whose perturbation
+    the later blocks absorb most, s_l + strength * (q_l - mean q) with q the absorption
+    coefficients scaled to [0, 2] (OWL's normalisation), narrowed near the edges like
+    `spread`. The mean sparsity is unchanged; strength 0 returns `base`."""
+    base = np.asarray(base, dtype=float)
+    a = np.asarray(absorption, dtype=float)
+    if a.shape != base.shape:
+        raise ValueError(f"one absorption coefficient per block is needed, got {a.shape} for {base.shape}")
+    if strength < 0:
+        raise ValueError(f"strength must be non-negative, got {strength}")
+    if np.ptp(a) == 0 or strength == 0:
+        return base.copy()
+    return _shifted(base, _centred_unit_scores(a), strength)

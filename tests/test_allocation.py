@@ -69,3 +69,35 @@ def test_heads_to_prune_takes_the_lowest_scores():
     scores = pd.Series([0.3, 0.1, 0.4, 0.2], index=index)
     assert allocation.heads_to_prune(scores, 0.5) == [(0, 1), (1, 1)]
     assert allocation.heads_to_prune(scores, 0.0) == []
+
+
+def test_hill_alpha_recovers_a_power_law_exponent():
+    rng = np.random.default_rng(0)
+    sample = rng.pareto(2.0, size=4000) + 1.0   # density proportional to x^-3
+    assert allocation.hill_alpha(sample) == pytest.approx(3.0, rel=0.08)
+    with pytest.raises(ValueError, match="at least 3"):
+        allocation.hill_alpha([0.0, 1.0])
+
+
+def test_alphapruning_map_and_budget():
+    np.testing.assert_allclose(allocation.alphapruning_sparsities([1.0, 2.0, 3.0], 0.5, eps=0.3), [0.35, 0.5, 0.65])
+    s = allocation.alphapruning_sparsities([1.0, 3.0], 0.6, eps=0.2, block_params=[1, 3])
+    assert np.dot(s, [1, 3]) / 4 == pytest.approx(0.6) and s[1] > s[0]
+    high = allocation.alphapruning_sparsities([1.0, 2.0], 0.9, eps=0.3)
+    assert high.max() == pytest.approx(allocation.MAX_BLOCK_SPARSITY) and high.mean() == pytest.approx(0.9)
+
+
+def test_block_alphas_are_finite_for_both_families():
+    for family in ("gpt2", "llama"):
+        alphas = allocation.block_alphas(TINY[family]())
+        assert alphas.shape == (3,) and np.all(np.isfinite(alphas)) and np.all(alphas > 1)
+
+
+def test_absorption_correction_moves_sparsity_to_absorbing_blocks_and_keeps_the_budget():
+    base = np.array([0.6, 0.7, 0.8])
+    corrected = allocation.absorption_corrected(base, [0.0, 1.0, 2.0], 0.05)
+    assert corrected.mean() == pytest.approx(base.mean())
+    np.testing.assert_allclose(corrected - base, [-0.05, 0.0, 0.05])
+    np.testing.assert_allclose(allocation.absorption_corrected(base, [0.0, 1.0, 2.0], 0.0), base)
+    edge = allocation.absorption_corrected(np.array([0.98, 0.5]), [1.0, 0.0], 0.2)
+    assert edge.max() <= allocation.MAX_BLOCK_SPARSITY and edge.mean() == pytest.approx(0.74)

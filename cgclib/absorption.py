@@ -1,0 +1,183 @@
+"""How a perturbation of the residual stream travels through the later layers: amplified or
+absorbed. Our reconstruction of the protocol of Jing et al. (2026).
+
+A perturbation enters at the output of block l, either as Gaussian noise whose norm is a
+given fraction `magnitude` of the hidden state's norm at every token, or as the change that
+pruning block l causes. At every block k >= l we compare the perturbed hidden state h~_k
+with the clean one h_k, token by token:
+
+    drift_k  = ||h~_k - h_k|| / ||h_k||          (relative L2 drift)
+    cosine_k = <h~_k, h_k> / (||h~_k|| ||h_k||)    (realignment with the clean trajectory)
+
+averaged over the real tokens of the calibration text, accumulated batch by batch (only
+one batch of clean states is held at a time). Block k *amplifies* what it receives when
+drift_k > drift_{k-1} and *absorbs* it when drift_k < drift_{k-1}.
+
+The linearised picture: for a small perturbation delta, h~_k - h_k ~ J_{k<-l} delta, with
+J the Jacobian of block k's output with respect to block l's output; `linear_drift`
+computes ||J delta|| / ||h_k|| with forward-mode differentiation (a Jacobian-vector
+product), the drift per unit magnitude that a purely linear network would show.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, ContextManager, Hashable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
+
+from . import components
+from .hooks import registered, residual_stream
+from .pruning import Masks, masked
+from .saes import token_mask
+
+Perturbation = Callable[[list[torch.Tensor]], ContextManager]
+"""Given the clean block outputs of a batch, a context under which the model is perturbed."""
+
+
+@contextmanager
+def added_to_block_output(model, layer: int, delta: torch.Tensor) -> Iterator[None]:
+    """Add `delta` (batch, seq, d_model) to the output of block `layer`."""
+    block = components.block(model, layer)
+
+    def hook(module, args, output):
+        if isinstance(output, (tuple, list)):
+            return (output[0] + delta, *output[1:])
+        return output + delta
+
+    with registered(lambda: [block.register_forward_hook(hook)]):
+        yield
+
+
+def _generator(device: torch.device, *entropy: int) -> torch.Generator:
+    """A generator on `device` seeded from the integers `entropy` (seed, layer, batch)."""
+    return torch.Generator(device=device).manual_seed(int(np.random.SeedSequence(list(entropy)).generate_state(1)[0]))
+
+
+def relative_noise(state: torch.Tensor, magnitude: float, generator: torch.Generator) -> torch.Tensor:
+    """Gaussian direction per token, scaled to `magnitude` times that token's norm."""
+    xi = torch.randn(state.shape, generator=generator, device=state.device, dtype=torch.float32).to(state.dtype)
+    scale = magnitude * state.norm(dim=-1, keepdim=True) / xi.norm(dim=-1, keepdim=True)
+    return xi * scale
+
+
+def noise_at(model, layer: int, magnitude: float, seed: int) -> Perturbation:
+    """Noise of relative `magnitude` added at block `layer`'s output; a new seeded draw
+    for every batch (seed, batch index), the same draw for every magnitude."""
+    components.check_layer(model, layer)
+    if not magnitude > 0:
+        raise ValueError(f"a perturbation magnitude must be positive, got {magnitude}")
+    calls = {"batch": 0}
+
+    def make(clean: list[torch.Tensor]):
+        generator = _generator(clean[layer].device, seed, layer, calls["batch"])
+        calls["batch"] += 1
+        return added_to_block_output(model, layer, relative_noise(clean[layer], magnitude, generator))
+
+    return make
+
+
+def pruned(model, masks: Masks) -> Perturbation:
+    """The perturbation of applying `masks` (e.g. Wanda on one block)."""
+    return lambda clean: masked(model, masks)
+
+
+def _block_outputs(model, ids, attention) -> list[torch.Tensor]:
+    outs: dict[int, torch.Tensor] = {}
+    with residual_stream(model, lambda l, where, h: outs.__setitem__(l, h) if where == "out" else None):
+        model(input_ids=ids, attention_mask=attention)
+    return [outs[l] for l in range(len(outs))]
+
+
+def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int, progress: bool = False):
+    """Per batch: (index, token ids, mask of real tokens, attention mask, clean block
+    outputs), with the model in eval mode; one batch of clean states is held at a time."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        batches = list(enumerate(range(0, len(ids), batch_sequences)))
+        for index, start in tqdm(batches, desc="perturbations", disable=not progress, leave=False):
+            chunk = ids[start:start + batch_sequences].to(device)
+            attention = None if pad_token_id is None else (chunk != pad_token_id).long()
+            with torch.no_grad():
+                clean = _block_outputs(model, chunk, attention)
+            yield index, chunk, token_mask(chunk, pad_token_id), attention, clean
+    finally:
+        model.train(was_training)
+
+
+def trajectory_drift(model, ids: torch.Tensor, pad_token_id: int | None, perturbations: Mapping[Hashable, tuple[int, Perturbation]],
+                     batch_sequences: int = 16, progress: bool = False) -> pd.DataFrame:
+    """Mean relative drift and cosine at every block k >= l for every perturbation
+    {key: (l, perturbation)}: one row per (key, block)."""
+    n_layers = components.layout(model).n_layers
+    sums = {key: torch.zeros(2, n_layers, dtype=torch.float64) for key in perturbations}
+    n_tokens = 0
+    for _, chunk, mask, attention, clean in _clean_batches(model, ids, pad_token_id, batch_sequences, progress):
+        n_tokens += int(mask.sum())
+        for key, (layer, perturbation) in perturbations.items():
+            with perturbation(clean), torch.no_grad():
+                noisy = _block_outputs(model, chunk, attention)
+            for k in range(layer, n_layers):
+                h, g = clean[k][mask].double(), noisy[k][mask].double()
+                sums[key][0, k] += ((g - h).norm(dim=-1) / h.norm(dim=-1)).sum().cpu()
+                sums[key][1, k] += torch.nn.functional.cosine_similarity(g, h, dim=-1).sum().cpu()
+    rows = []
+    for key, (layer, _) in perturbations.items():
+        for k in range(layer, n_layers):
+            rows.append({"key": key, "source": layer, "layer": k, "drift": float(sums[key][0, k] / n_tokens),
+                         "cosine": float(sums[key][1, k] / n_tokens)})
+    return pd.DataFrame(rows)
+
+
+def linear_drift(model, ids: torch.Tensor, pad_token_id: int | None, layers: list[int], seed: int,
+                 batch_sequences: int = 16) -> pd.DataFrame:
+    """Drift per unit magnitude predicted by the Jacobian: mean over tokens of
+    ||J_{k<-l} v|| / ||h_k|| at every block k >= l, v the unit-magnitude noise direction that
+    `noise_at(model, l, m, seed)` scales by m. One row per (source l, block k)."""
+    n_layers = components.layout(model).n_layers
+    sums = torch.zeros(n_layers, n_layers, dtype=torch.float64)
+    n_tokens = 0
+    for batch_index, chunk, mask, attention, clean in _clean_batches(model, ids, pad_token_id, batch_sequences):
+        n_tokens += int(mask.sum())
+        for layer in layers:
+            generator = _generator(clean[layer].device, seed, layer, batch_index)
+            direction = relative_noise(clean[layer], 1.0, generator)
+
+            def later_states(delta, layer=layer):
+                with added_to_block_output(model, layer, delta):
+                    return tuple(_block_outputs(model, chunk, attention)[layer:])
+
+            # forward-mode differentiation; the fused attention kernels have no forward
+            # derivative, so attention runs on the plain (math) backend here
+            with sdpa_kernel(SDPBackend.MATH):
+                _, tangents = torch.func.jvp(later_states, (torch.zeros_like(direction),), (direction,))
+            for k, t in zip(range(layer, n_layers), tangents):
+                sums[layer, k] += (t.detach()[mask].double().norm(dim=-1) / clean[k][mask].double().norm(dim=-1)).sum().cpu()
+    return pd.DataFrame([{"source": l, "layer": k, "linear_drift": float(sums[l, k] / n_tokens)}
+                         for l in layers for k in range(l, n_layers)])
+
+
+def layer_gains(drift: pd.DataFrame) -> pd.DataFrame:
+    """Per row of `trajectory_drift`, the gain of block k: drift_k / drift_{k-1} on the same
+    perturbation (rows k = l, the injection block itself, are left out)."""
+    frame = drift.sort_values(["key", "layer"]).copy()
+    frame["gain"] = frame["drift"] / frame.groupby("key")["drift"].shift(1)
+    return frame[frame["layer"] > frame["source"]]
+
+
+def absorption_coefficients(drift: pd.DataFrame, n_layers: int) -> pd.Series:
+    """Per source block l, log(drift_l / drift_{last}) of its own perturbation: how many
+    nats of relative drift the blocks after l remove (negative: they amplify it). The last
+    block has nothing after it and gets 0. `drift` holds one perturbation per source."""
+    out = {}
+    for source, rows in drift.groupby("source"):
+        rows = rows.set_index("layer")["drift"]
+        out[source] = float(np.log(rows[source] / rows[n_layers - 1]))
+    return pd.Series(out, name="absorption").rename_axis("layer")
+
