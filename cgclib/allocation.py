@@ -198,7 +198,7 @@ def block_alphas(model) -> np.ndarray:
     W^T W (the squared singular values of W) over the block's linear layers."""
     out = []
     for block in range(components.layout(model).n_layers):
-        alphas = [hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float().cpu()).double().numpy() ** 2)
+        alphas = [hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float()).double().cpu().numpy() ** 2)
                   for m in components.linear_layers(model, block).values()]
         out.append(float(np.mean(alphas)))
     return np.array(out)
