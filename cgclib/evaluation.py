@@ -170,8 +170,7 @@ class EvaluationData:
 
         probes = {task: ProbeSet(task, p.input_ids[:n_probes], p.answer_mask[:n_probes], p.attention_mask[:n_probes],
                                  p.examples[:n_probes]) for task, p in self.probes.items()}
-        return EvaluationData(self.windows[:n_windows], head(self.score), head(self.attention_mask), probes,
-                              self.perplexity_floor)
+        return EvaluationData(self.windows[:n_windows], head(self.score), head(self.attention_mask), probes)
 
 
 @dataclass(frozen=True)
@@ -194,16 +193,25 @@ class Profile:
         return pd.DataFrame(rows).set_index("capability")
 
 
+MAX_BATCH_TOKENS = 2**15  # logits of a batch: tokens x vocabulary; 6.6 GB in float32 for GPT-2's vocabulary
+
+
+def _rows_per_batch(batch_size: int, rows: torch.Tensor) -> int:
+    """At most `batch_size` rows and at most MAX_BATCH_TOKENS tokens per forward pass."""
+    return max(1, min(batch_size, MAX_BATCH_TOKENS // max(1, rows.shape[1])))
+
+
 def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
-    """Perplexity and every capability of `model` on `data`."""
+    """Perplexity and every capability of `model` on `data`, in batches of at most
+    `batch_size` rows and MAX_BATCH_TOKENS tokens."""
     was_training = model.training
     model.eval()
     try:
-        language = perplexity(model, data.windows, data.score, batch_size=batch_size,
+        language = perplexity(model, data.windows, data.score, batch_size=_rows_per_batch(batch_size, data.windows),
                               attention_mask=data.attention_mask)
         caps = {}
         for task, probes in tqdm(data.probes.items(), desc="capabilities", disable=not progress, leave=False):
-            caps[task] = evaluate_probes(model, probes, batch_size=batch_size)
+            caps[task] = evaluate_probes(model, probes, batch_size=_rows_per_batch(batch_size, probes.input_ids))
     finally:
         model.train(was_training)
     return Profile(language, caps)
