@@ -172,12 +172,14 @@ def layer_gains(drift: pd.DataFrame) -> pd.DataFrame:
 
 
 def absorption_coefficients(drift: pd.DataFrame, n_layers: int) -> pd.Series:
-    """Per source block l, log(drift_l / drift_{last}) of its own perturbation: how many
-    nats of relative drift the blocks after l remove (negative: they amplify it). The last
-    block has nothing after it and gets 0. `drift` holds one perturbation per source."""
+    """Per source block l, the mean attenuation per later block of its own perturbation,
+    log(drift_l / drift_last) / (number of blocks after l), in nats per block (negative:
+    the later blocks amplify it). Dividing by the number of later blocks keeps early blocks
+    from scoring high merely for having more blocks after them. The last block has no later
+    block: its coefficient is NaN. `drift` holds one perturbation per source."""
     out = {}
     for source, rows in drift.groupby("source"):
         rows = rows.set_index("layer")["drift"]
-        out[source] = float(np.log(rows[source] / rows[n_layers - 1]))
+        later = n_layers - 1 - source
+        out[source] = float(np.log(rows[source] / rows[n_layers - 1]) / later) if later else float("nan")
     return pd.Series(out, name="absorption").rename_axis("layer")
-

@@ -234,9 +234,13 @@ def absorption_corrected(base, absorption, strength: float) -> np.ndarray:
     """Our absorption-aware correction: shift sparsity toward the blocks whose perturbation
     the later blocks absorb most, s_l + strength * (q_l - mean q) with q the absorption
     coefficients scaled to [0, 2] (OWL's normalisation), narrowed near the edges like
-    `spread`. The mean sparsity is unchanged; strength 0 returns `base`."""
+    `spread`. A NaN coefficient (the last block) counts as the mean of the others. The mean
+    sparsity is unchanged; strength 0 returns `base`."""
     base = np.asarray(base, dtype=float)
     a = np.asarray(absorption, dtype=float)
+    if np.isnan(a).all():
+        raise ValueError("every absorption coefficient is NaN")
+    a = np.where(np.isnan(a), np.nanmean(a), a)  # a block without a coefficient is left neutral
     if a.shape != base.shape:
         raise ValueError(f"one absorption coefficient per block is needed, got {a.shape} for {base.shape}")
     if strength < 0:

@@ -54,4 +54,5 @@ def test_gains_and_absorption_coefficients_follow_their_definitions():
     gains = layer_gains(drift)
     assert gains["gain"].tolist() == pytest.approx([2.0, 0.25, 0.25])
     coefficients = absorption_coefficients(drift, n_layers=3)
-    assert coefficients[0] == pytest.approx(np.log(0.1 / 0.05)) and coefficients[1] == pytest.approx(np.log(4.0))
+    assert np.isnan(absorption_coefficients(drift, n_layers=2)[1])
+    assert coefficients[0] == pytest.approx(np.log(0.1 / 0.05) / 2) and coefficients[1] == pytest.approx(np.log(4.0))

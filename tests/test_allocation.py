@@ -99,5 +99,6 @@ def test_absorption_correction_moves_sparsity_to_absorbing_blocks_and_keeps_the_
     assert corrected.mean() == pytest.approx(base.mean())
     np.testing.assert_allclose(corrected - base, [-0.05, 0.0, 0.05])
     np.testing.assert_allclose(allocation.absorption_corrected(base, [0.0, 1.0, 2.0], 0.0), base)
+    np.testing.assert_allclose(allocation.absorption_corrected(base, [0.0, 2.0, np.nan], 0.05), [0.55, 0.75, 0.8])
     edge = allocation.absorption_corrected(np.array([0.98, 0.5]), [1.0, 0.0], 0.2)
     assert edge.max() <= allocation.MAX_BLOCK_SPARSITY and edge.mean() == pytest.approx(0.74)
