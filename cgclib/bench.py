@@ -1,0 +1,285 @@
+"""Benchmarks of the hot paths, each against the straightforward implementation.
+
+`python -m cgclib.bench` (or `make bench`) times every hot path of the library on
+random-initialised GPT-2-architecture models at three sizes along each of three axes
+(calibration tokens, layers, heads), next to a naive baseline that does the same job the
+obvious way (stored activations, one head or one sequence at a time). For each run it
+records wall time, tokens per second and peak memory (GPU: the allocator's peak; CPU: the
+peak resident set size above the level before the run, sampled every few milliseconds),
+and fits how the cost grows along each axis (the slope of log time against log size).
+Results go to `_build/bench/results.json` and a Markdown table `_build/bench/table.md`.
+
+Timings are measurements of this machine, not tests: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import psutil
+import torch
+
+from . import components
+from .absorption import _block_outputs, noise_at, trajectory_drift
+from .evaluation import EvaluationData, evaluate
+from .hooks import linear_inputs
+from .paths import project_root
+from .pruning import input_square_sums
+from .saes import head_feature_statistics, stream_head_activations
+
+SEQ_LEN = 128
+VOCAB = 512
+
+
+@dataclass(frozen=True)
+class Size:
+    n_sequences: int = 16
+    n_layers: int = 4
+    n_heads: int = 8
+    head_dim: int = 16
+
+
+def make_model(size: Size, device: str) -> torch.nn.Module:
+    """A random-initialised GPT-2-architecture model of the given size."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    d = size.n_heads * size.head_dim
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN, n_embd=d, n_layer=size.n_layers, n_head=size.n_heads,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(cfg).to(device).eval()
+
+
+def make_ids(size: Size) -> torch.Tensor:
+    return torch.randint(3, VOCAB, (size.n_sequences, SEQ_LEN), generator=torch.Generator().manual_seed(0))
+
+
+class PeakMemory:
+    """Peak memory of the code run inside the context, in MiB."""
+
+    def __init__(self, device: str):
+        self.device, self.peak_mib = device, 0.0
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._proc = psutil.Process(os.getpid())
+            self._base = self._proc.memory_info().rss
+            self._top, self._stop = self._base, threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self._top = max(self._top, self._proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mib = (max(self._top, self._proc.memory_info().rss) - self._base) / 2**20
+
+
+# ---- the hot paths and their naive counterparts -------------------------------------------
+
+def input_norms_streamed(model, ids):
+    return input_square_sums(model, ids, None, components.all_linear_layers(model))
+
+
+@torch.no_grad()
+def input_norms_stored(model, ids):
+    """Store every linear layer's inputs for all tokens, then reduce: memory grows with tokens.
+    (The first position is left out, as the library's statistics do.)"""
+    stored: dict[str, list[torch.Tensor]] = {}
+    modules = components.all_linear_layers(model)
+    with linear_inputs(model, modules, lambda name, x: stored.setdefault(name, []).append(x[:, 1:].reshape(-1, x.shape[-1]))):
+        for row in ids.to(next(model.parameters()).device):
+            model(input_ids=row[None])
+    return {name: torch.cat(xs).pow(2).sum(0) for name, xs in stored.items()}
+
+
+def random_saes(model):
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    lay = components.layout(model)
+    device = str(next(model.parameters()).device)
+    torch.manual_seed(0)
+    return {(l, h): TopKSAE(TopKSAEConfig(d_in=lay.head_dim, d_sae=8 * lay.head_dim, k=6, device=device))
+            for l in range(lay.n_layers) for h in range(lay.n_heads)}
+
+
+def density_streamed(model, ids, saes):
+    return head_feature_statistics(model, saes, ids, None)
+
+
+@torch.no_grad()
+def density_per_head(model, ids, saes):
+    """One head at a time: a forward pass per head, activations stored, then encoded."""
+    out = {}
+    for head, sae in saes.items():
+        zs = [z for chunk in stream_head_activations(model, ids, [head], None) for z in chunk.values()]
+        out[head] = (sae.encode(torch.cat(zs)) > 0).float().mean(0)
+    return out
+
+
+def evaluation_data(size: Size) -> EvaluationData:
+    """Language rows of random tokens (speed does not depend on what the tokens are)."""
+    return EvaluationData(make_ids(size))
+
+
+def evaluate_batched(model, data):
+    return evaluate(model, data, batch_size=64)
+
+
+def evaluate_one_by_one(model, data):
+    return evaluate(model, data, batch_size=1)
+
+
+def drift_shared(model, ids):
+    n = components.layout(model).n_layers
+    perturbations = {(l, m): (l, noise_at(model, l, m, 0)) for l in range(n) for m in (1e-3, 1e-1)}
+    return trajectory_drift(model, ids, None, perturbations)
+
+
+@torch.no_grad()
+def drift_recomputed(model, ids):
+    """Every perturbation recomputes the clean pass, over all sequences at once, and
+    stores whole trajectories before reducing them."""
+    n = components.layout(model).n_layers
+    ids = ids.to(next(model.parameters()).device)
+    results = {}
+    for layer in range(n):
+        for m in (1e-3, 1e-1):
+            clean = _block_outputs(model, ids, None)
+            with noise_at(model, layer, m, 0)(clean):
+                noisy = _block_outputs(model, ids, None)
+            c, p = torch.stack(clean)[:, :, 1:], torch.stack(noisy)[:, :, 1:]  # first position left out, as the library does
+            results[(layer, m)] = ((p - c).norm(dim=-1) / c.norm(dim=-1)).mean((1, 2))
+    return results
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    optimized: Callable
+    naive: Callable
+    setup: Callable  # (model, ids, size) -> extra positional arguments after the model
+
+
+BENCHMARKS = [
+    Benchmark("input norms for Wanda / OWL (all linear layers)", input_norms_streamed, input_norms_stored,
+              lambda model, ids, size: (ids,)),
+    Benchmark("SAE encoding + density statistics (every head)", density_streamed, density_per_head,
+              lambda model, ids, size: (ids, random_saes(model))),
+    Benchmark("perplexity evaluation", evaluate_batched, evaluate_one_by_one,
+              lambda model, ids, size: (evaluation_data(size),)),
+    Benchmark("perturbation sweep (noise at every block, two magnitudes)", drift_shared, drift_recomputed,
+              lambda model, ids, size: (ids,)),
+]
+
+
+def _time(fn, args, device) -> tuple[float, float]:
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        fn(*args)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return seconds, memory.peak_mib
+
+
+AXES = {
+    "tokens": [Size(n_sequences=n) for n in (8, 16, 32)],
+    "layers": [Size(n_layers=n) for n in (2, 4, 8)],
+    "heads": [Size(n_heads=n) for n in (4, 8, 16)],
+}
+
+
+def _axis_size(size: Size, axis: str) -> int:
+    return {"tokens": size.n_sequences * SEQ_LEN, "layers": size.n_layers, "heads": size.n_heads}[axis]
+
+
+def run(device: str = "cpu", benchmarks=None, axes=None) -> pd.DataFrame:
+    rows = []
+    for bench in benchmarks or BENCHMARKS:
+        for axis, sizes in (axes or AXES).items():
+            for size in sizes:
+                model, ids = make_model(size, device), make_ids(size)
+                extra = bench.setup(model, ids, size)
+                bench.optimized(model, *extra)  # warm-up
+                for variant, fn in (("optimized", bench.optimized), ("naive", bench.naive)):
+                    seconds, peak = _time(fn, (model, *extra), device)
+                    rows.append({"benchmark": bench.name, "axis": axis, "size": _axis_size(size, axis), "variant": variant, "seconds": seconds, "tokens_per_s": size.n_sequences * SEQ_LEN / seconds,
+                        "peak_mib": peak})
+                print(f"{bench.name} | {axis}={size} | done", flush=True)
+    return pd.DataFrame(rows)
+
+
+def growth(results: pd.DataFrame) -> pd.DataFrame:
+    """Slope of log(seconds) against log(size) per benchmark, axis and variant."""
+    out = []
+    for (bench, axis, variant), g in results.groupby(["benchmark", "axis", "variant"]):
+        slope = np.polyfit(np.log(g["size"]), np.log(g["seconds"]), 1)[0]
+        out.append({"benchmark": bench, "axis": axis, "variant": variant, "growth exponent": slope})
+    return pd.DataFrame(out)
+
+
+def summary(results: pd.DataFrame) -> pd.DataFrame:
+    """At the middle size of the tokens axis: both variants side by side and their ratio."""
+    mid = results[(results.axis == "tokens") & (results["size"] == 16 * SEQ_LEN)]
+    wide = mid.pivot(index="benchmark", columns="variant", values=["seconds", "tokens_per_s", "peak_mib"])
+    table = pd.DataFrame({
+        "tokens/s": wide[("tokens_per_s", "optimized")],
+        "tokens/s, naive": wide[("tokens_per_s", "naive")],
+        "speed-up": wide[("seconds", "naive")] / wide[("seconds", "optimized")],
+        "peak MiB": wide[("peak_mib", "optimized")],
+        "peak MiB, naive": wide[("peak_mib", "naive")],
+    })
+    exponents = growth(results).pivot(index="benchmark", columns=["axis", "variant"], values="growth exponent")
+    for axis in results["axis"].unique():
+        table[f"growth with {axis}"] = exponents[(axis, "optimized")]
+        table[f"growth with {axis}, naive"] = exponents[(axis, "naive")]
+    return table
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/bench)")
+    args = parser.parse_args(argv)
+    out = args.out or project_root() / "_build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    results = run(args.device)
+    table = summary(results)
+    meta = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "seq_len": SEQ_LEN,
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps({"meta": meta, "runs": results.to_dict("records")}, indent=1))
+    tmp.replace(out / "results.json")
+    text = (f"Benchmarks on {args.device} ({meta['gpu'] or str(meta['threads']) + ' CPU threads'}), "
+            f"{meta['date']}, sequences of {SEQ_LEN} tokens; sizes at the middle of the tokens axis.\n\n"
+            + table.round(2).to_markdown() + "\n")
+    (out / "table.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The benchmark's naive baselines compute the same results as the library's hot paths
+(timings themselves are measured by `make bench`, never asserted)."""
+
+import numpy as np
+import pytest
+import torch
+
+from cgclib import bench
+
+
+@pytest.fixture(scope="module")
+def small():
+    size = bench.Size(n_sequences=3, n_layers=2, n_heads=2, head_dim=8)
+    model = bench.make_model(size, "cpu").double()
+    return size, model, bench.make_ids(size)
+
+
+def test_stored_and_streamed_input_norms_agree(small):
+    _, model, ids = small
+    streamed, stored = bench.input_norms_streamed(model, ids), bench.input_norms_stored(model, ids)
+    assert set(streamed) == set(stored)
+    for name in streamed:
+        torch.testing.assert_close(streamed[name], stored[name].double(), rtol=1e-5, atol=1e-8)
+
+
+def test_batched_and_one_by_one_evaluation_agree(small):
+    size, model, _ = small
+    data = bench.evaluation_data(size)
+    assert bench.evaluate_batched(model, data).perplexity == pytest.approx(
+        bench.evaluate_one_by_one(model, data).perplexity, rel=1e-9)
+
+
+def test_shared_and_recomputed_drift_agree(small):
+    _, model, ids = small
+    shared = bench.drift_shared(model, ids).set_index("key")
+    recomputed = bench.drift_recomputed(model, ids)
+    for key, per_block in recomputed.items():
+        rows = shared.loc[[key]].set_index("layer")["drift"]
+        np.testing.assert_allclose(rows.to_numpy(), per_block[key[0]:].numpy(), rtol=1e-9)
+
+
+def test_summary_reports_ratios_and_growth(small):
+    axes = {"tokens": [bench.Size(n_sequences=n, n_layers=1, n_heads=2) for n in (8, 16, 32)]}
+    results = bench.run("cpu", benchmarks=bench.BENCHMARKS[:1], axes=axes)
+    table = bench.summary(results)
+    assert table["speed-up"].notna().all() and (table["tokens/s"] > 0).all()
+    assert np.isfinite(table["growth with tokens"]).all()
