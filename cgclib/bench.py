@@ -277,6 +277,10 @@ def main(argv=None) -> None:
     text = (f"Benchmarks on {args.device} ({meta['gpu'] or str(meta['threads']) + ' CPU threads'}), "
             f"{meta['date']}, sequences of {SEQ_LEN} tokens; sizes at the middle of the tokens axis.\n\n"
             + table.round(2).to_markdown() + "\n")
+    if not args.device.startswith("cuda"):
+        text += ("\nOn the CPU, peak memory is the resident set size above its level before each run; the\n"
+                 "allocator keeps memory freed by earlier runs, so small differences read as 0 and these\n"
+                 "columns only show growth beyond what the process already held.\n")
     (out / "table.md").write_text(text)
     print(text)
 
