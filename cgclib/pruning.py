@@ -152,8 +152,3 @@ def wanda_head_masks(model, square_sums: Mapping[str, torch.Tensor], layer: int,
         masks[name] = mask
     return masks
 
-
-def pruned_share(model, masks: Masks) -> float:
-    """Share of all block linear-layer weights that the masks remove."""
-    total = sum(components.weight(m).numel() for m in components.all_linear_layers(model).values())
-    return sum(int(m.sum()) for m in masks.values()) / total
