@@ -35,8 +35,9 @@ from .hooks import registered, residual_stream
 from .pruning import Masks, masked
 from .saes import token_mask
 
-Perturbation = Callable[[list[torch.Tensor]], ContextManager]
-"""Given the clean block outputs of a batch, a context under which the model is perturbed."""
+Perturbation = Callable[[list[torch.Tensor], int], ContextManager]
+"""Given the clean block outputs of a batch and the batch's index, a context under which
+the model is perturbed."""
 
 
 @contextmanager
@@ -66,16 +67,14 @@ def relative_noise(state: torch.Tensor, magnitude: float, generator: torch.Gener
 
 
 def noise_at(model, layer: int, magnitude: float, seed: int) -> Perturbation:
-    """Noise of relative `magnitude` added at block `layer`'s output; a new seeded draw
-    for every batch (seed, batch index), the same draw for every magnitude."""
+    """Noise of relative `magnitude` added at block `layer`'s output; a seeded draw per
+    (seed, layer, batch index), the same draw for every magnitude."""
     components.check_layer(model, layer)
     if not magnitude > 0:
         raise ValueError(f"a perturbation magnitude must be positive, got {magnitude}")
-    calls = {"batch": 0}
 
-    def make(clean: list[torch.Tensor]):
-        generator = _generator(clean[layer].device, seed, layer, calls["batch"])
-        calls["batch"] += 1
+    def make(clean: list[torch.Tensor], batch_index: int):
+        generator = _generator(clean[layer].device, seed, layer, batch_index)
         return added_to_block_output(model, layer, relative_noise(clean[layer], magnitude, generator))
 
     return make
@@ -83,7 +82,7 @@ def noise_at(model, layer: int, magnitude: float, seed: int) -> Perturbation:
 
 def pruned(model, masks: Masks) -> Perturbation:
     """The perturbation of applying `masks` (e.g. Wanda on one block)."""
-    return lambda clean: masked(model, masks)
+    return lambda clean, batch_index: masked(model, masks)
 
 
 def _block_outputs(model, ids, attention) -> list[torch.Tensor]:
@@ -118,10 +117,10 @@ def trajectory_drift(model, ids: torch.Tensor, pad_token_id: int | None, perturb
     n_layers = components.layout(model).n_layers
     sums = {key: torch.zeros(2, n_layers, dtype=torch.float64) for key in perturbations}
     n_tokens = 0
-    for _, chunk, mask, attention, clean in _clean_batches(model, ids, pad_token_id, batch_sequences, progress):
+    for batch_index, chunk, mask, attention, clean in _clean_batches(model, ids, pad_token_id, batch_sequences, progress):
         n_tokens += int(mask.sum())
         for key, (layer, perturbation) in perturbations.items():
-            with perturbation(clean), torch.no_grad():
+            with perturbation(clean, batch_index), torch.no_grad():
                 noisy = _block_outputs(model, chunk, attention)
             for k in range(layer, n_layers):
                 h, g = clean[k][mask].double(), noisy[k][mask].double()

@@ -168,7 +168,7 @@ def drift_recomputed(model, ids):
     for layer in range(n):
         for m in (1e-3, 1e-1):
             clean = _block_outputs(model, ids, None)
-            with noise_at(model, layer, m, 0)(clean):
+            with noise_at(model, layer, m, 0)(clean, 0):
                 noisy = _block_outputs(model, ids, None)
             c, p = torch.stack(clean)[:, :, 1:], torch.stack(noisy)[:, :, 1:]  # first position left out, as the library does
             results[(layer, m)] = ((p - c).norm(dim=-1) / c.norm(dim=-1)).mean((1, 2))
