@@ -135,13 +135,16 @@ def evaluate_block_allocations(model, data: EvaluationData, calibration, pad_tok
                                progress: bool = True) -> dict[tuple[str, float], Profile]:
     """Prune with Wanda at every global sparsity under every strategy's block allocation
     and evaluate: {(strategy, sparsity): profile}."""
-    profiles = {}
     jobs = [(name, float(s)) for s in sparsities for name in scores]
-    for name, s in tqdm(jobs, desc="allocations", disable=not progress):
-        per_block = dict(enumerate(spread(scores[name], s, lam)))
-        with masked(model, wanda_block_masks(model, calibration, pad_token_id, per_block)):
-            profiles[(name, s)] = evaluate(model, data)
-    return profiles
+    return {(name, s): evaluate_allocation(model, data, calibration, pad_token_id, spread(scores[name], s, lam))
+            for name, s in tqdm(jobs, desc="allocations", disable=not progress)}
+
+
+def evaluate_allocation(model, data: EvaluationData, calibration, pad_token_id: int | None, block_sparsity) -> Profile:
+    """Prune every block b with Wanda at `block_sparsity[b]` (blocks in order) and evaluate."""
+    masks = wanda_block_masks(model, calibration, pad_token_id, dict(enumerate(block_sparsity)))
+    with masked(model, masks):
+        return evaluate(model, data)
 
 
 def evaluate_head_pruning(model, data: EvaluationData, scores: Mapping[str, pd.Series], fractions,
