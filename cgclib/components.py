@@ -10,7 +10,9 @@ split by head, is each head's output), the linear layers of a block, and a weigh
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator, Mapping
 
 import torch
 from torch import nn
@@ -155,3 +157,27 @@ def unembedding(model: nn.Module) -> nn.Module:
 
 def token_embedding(model: nn.Module) -> nn.Module:
     return model.get_input_embeddings()
+
+
+@contextmanager
+def replaced_weights(model, weights: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Linear layers (named as in `all_linear_layers`) take the given (out, in)
+    weights for the duration of the context; the originals are restored after."""
+    modules = all_linear_layers(model)
+    unknown = sorted(set(weights) - set(modules))
+    if unknown:
+        raise ComponentError(f"weights name linear layers the model does not have: {unknown[:5]}")
+    saved = {}
+    try:
+        with torch.no_grad():
+            for name, new in weights.items():
+                w = weight(modules[name])
+                if new.shape != w.shape:
+                    raise ValueError(f"replacement for {name} has shape {tuple(new.shape)}, the weight {tuple(w.shape)}")
+                saved[name] = w.clone()
+                w.copy_(new)
+        yield
+    finally:
+        with torch.no_grad():
+            for name, original in saved.items():
+                weight(modules[name]).copy_(original)

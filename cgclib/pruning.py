@@ -82,24 +82,16 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 def masked(model, masks: Masks) -> Iterator[None]:
     """Zero the masked weights for the duration of the context, then restore them."""
     modules = components.all_linear_layers(model)
-    unknown = sorted(set(masks) - set(modules))
-    if unknown:
-        raise components.ComponentError(f"masks name linear layers the model does not have: {unknown[:5]}")
-    saved = {}
-    try:
-        with torch.no_grad():
-            for name, mask in masks.items():
-                w = components.weight(modules[name])
-                if mask.shape != w.shape:
-                    raise SparsityError(f"mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(w.shape)}")
-                mask = mask.to(w.device)
-                saved[name] = (mask, w[mask].clone())
-                w[mask] = 0
+    pruned = {}
+    for name, mask in masks.items():
+        if name not in modules:
+            raise components.ComponentError(f"masks name linear layers the model does not have: {name}")
+        w = components.weight(modules[name]).detach()
+        if mask.shape != w.shape:
+            raise SparsityError(f"mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(w.shape)}")
+        pruned[name] = w.masked_fill(mask.to(w.device), 0)
+    with components.replaced_weights(model, pruned):
         yield
-    finally:
-        with torch.no_grad():
-            for name, (mask, values) in saved.items():
-                components.weight(modules[name])[mask] = values
 
 
 def wanda_block_masks(model, ids: torch.Tensor, pad_token_id: int | None, block_sparsity: Mapping[int, float],
