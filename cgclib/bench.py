@@ -31,7 +31,9 @@ import torch
 from . import components
 from .absorption import _block_outputs, noise_at, trajectory_drift
 from .evaluation import EvaluationData, evaluate
-from .hooks import linear_inputs
+from .hooks import linear_inputs, residual_stream
+from .linear_blocks import block_moments, fit_block_maps
+from .moments import AffineMap, ridge_scale
 from .paths import project_root
 from .pruning import input_square_sums
 from .saes import head_feature_statistics, stream_head_activations
@@ -175,6 +177,30 @@ def drift_recomputed(model, ids):
     return results
 
 
+def block_fits_streamed(model, ids):
+    return fit_block_maps(block_moments(model, ids, None), ridge=1e-4)
+
+
+@torch.no_grad()
+def block_fits_stored(model, ids):
+    """Store every block's input and output for all tokens (one sequence per pass), then
+    solve each ridge regression from the stored matrices: memory grows with tokens."""
+    stored: dict[tuple[int, str], list[torch.Tensor]] = {}
+    with residual_stream(model, lambda l, where, h: stored.setdefault((l, where), []).append(h[0, 1:])):
+        for row in ids.to(next(model.parameters()).device):
+            model(input_ids=row[None])
+    fits = {}
+    for layer in range(components.layout(model).n_layers):
+        x = torch.cat(stored[layer, "in"]).double()
+        u = torch.cat(stored[layer, "out"]).double() - x
+        xc, uc = x - x.mean(0), u - u.mean(0)
+        cov = xc.T @ xc / len(x)
+        eye = torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
+        weight = torch.linalg.solve(cov + ridge_scale(cov, 1e-4) * eye, xc.T @ uc / len(x))
+        fits[layer] = AffineMap(weight, u.mean(0) - x.mean(0) @ weight)
+    return fits
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -191,6 +217,8 @@ BENCHMARKS = [
     Benchmark("perplexity evaluation", evaluate_batched, evaluate_one_by_one,
               lambda model, ids, size: (evaluation_data(size),)),
     Benchmark("perturbation sweep (noise at every block, two magnitudes)", drift_shared, drift_recomputed,
+              lambda model, ids, size: (ids,)),
+    Benchmark("Gram accumulation + ridge fit of every block", block_fits_streamed, block_fits_stored,
               lambda model, ids, size: (ids,)),
 ]
 

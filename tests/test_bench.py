@@ -39,6 +39,15 @@ def test_shared_and_recomputed_drift_agree(small):
         np.testing.assert_allclose(rows.to_numpy(), per_block[key[0]:].numpy(), rtol=1e-9)
 
 
+def test_streamed_and_stored_block_fits_agree(small):
+    _, model, ids = small
+    streamed, stored = bench.block_fits_streamed(model, ids), bench.block_fits_stored(model, ids)
+    assert set(streamed) == set(stored)
+    for layer in streamed:
+        torch.testing.assert_close(streamed[layer].weight, stored[layer].weight, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(streamed[layer].bias, stored[layer].bias, rtol=1e-6, atol=1e-9)
+
+
 def test_summary_reports_ratios_and_growth(small):
     axes = {"tokens": [bench.Size(n_sequences=n, n_layers=1, n_heads=2) for n in (8, 16, 32)]}
     results = bench.run("cpu", benchmarks=bench.BENCHMARKS[:1], axes=axes)
