@@ -1,6 +1,7 @@
 # The CGC research companion: one entry point per job a reader has.
 #   make book     build the HTML book (executes every chapter on the embedded test bed)
-#   make test     run the test suite (unit tests, notebooks with CI parameters, ledger checks)
+#   make test     run the test suite (unit tests, notebooks with CI parameters, ledger checks,
+#                 the rendered book in headless Chromium)
 #   make testbed  retrain both test-bed models from scratch with the shipped seed
 #   make bench    run the benchmarks into _build/bench
 #   make lock     regenerate constraints.txt from a fresh environment
@@ -12,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test testbed bench lock clean install static
+.PHONY: book test testbed bench lock clean install static browser
 
 install: $(STAMP)
 
@@ -38,7 +39,16 @@ book: $(STAMP) static
 	rm -rf _build/results _build/.jupyter_cache
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
-test: $(STAMP) static
+# Headless Chromium for the browser test, from Debian (no browser download). Where it cannot
+# be installed (not root, no apt-get), the test says so and is skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver >/dev/null; } || echo "could not install Chromium: the browser test will be skipped"; \
+	else echo "Chromium is not installed and this user cannot install it: the browser test will be skipped"; fi
+
+test: $(STAMP) static browser
 	$(BIN)/python -m pytest
 
 testbed: $(STAMP)

@@ -1,0 +1,175 @@
+"""The rendered book as a reader sees it, in headless Chromium.
+
+The book is built from the chapters executed with their CI parameters (the same runs the
+notebook tests make), so the test needs no second execution: the executed notebooks and
+their ledger records go into a copy of the book whose configuration turns execution off.
+The copy is served on localhost and every page of the table of contents is opened in
+Chromium, which must show no executed-cell error, load every image, and render every
+formula with the book's own MathJax (no network). The search page and the claims ledger are
+exercised, every notebook page offers its executed `.ipynb`, and a screenshot of each page is saved under `_build/screenshots/`.
+
+Chromium and chromedriver come from Debian (`make test` installs them where it can); where
+they are missing the test is skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cgclib.chapters import _toc_files, list_chapters
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+TIMEOUT = 60  # seconds for a page's scripts (MathJax, search) to finish
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("headless Chromium is not installed (Debian packages chromium and chromium-driver; "
+                    "`make test` installs them when run as root with apt-get)")
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1400"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(TIMEOUT)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="session")
+def ci_book(browser, ci_chapter_runs, tmp_path_factory) -> Path:
+    """`_build/html` of the book built from the CI runs of every chapter."""
+    site = tmp_path_factory.mktemp("site")
+    shutil.copy(ROOT / "_toc.yml", site)
+    shutil.copytree(ROOT / "book", site / "book")
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    (site / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (site / "notebooks").mkdir()
+    results = site / "_build" / "results"
+    results.mkdir(parents=True)
+    for chapter in list_chapters(ROOT):
+        run = ci_chapter_runs(chapter)
+        shutil.copy(run.notebook, site / "notebooks" / f"{chapter}.ipynb")
+        shutil.copy(run.results, results / f"{chapter}.json")
+    jupyter_book = Path(sys.executable).parent / "jupyter-book"
+    built = subprocess.run([str(jupyter_book), "build", str(site), "-W", "-n", "--keep-going"],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, f"the book did not build:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
+    return site / "_build" / "html"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def site_url(ci_book):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(ci_book)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _pages() -> list[str]:
+    return _toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text()))
+
+
+def _wait(driver, script: str, what: str):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, TIMEOUT).until(lambda d: d.execute_script(script))
+    except TimeoutException:
+        pytest.fail(f"{driver.current_url}: {what} within {TIMEOUT} s")
+
+
+PAGE_STATE = """
+const unrendered = Array.from(document.querySelectorAll('.math')).filter(m => !m.querySelector('mjx-container'));
+const images = Array.from(document.images);
+return {
+  errors: Array.from(document.querySelectorAll('.output.traceback, .output.error, .cell_output .stderr'))
+            .map(e => e.innerText.slice(0, 200)),
+  traceback: document.body.innerText.includes('Traceback (most recent call last)'),
+  broken_images: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src')),
+  images: images.length,
+  formulas: document.querySelectorAll('.math').length,
+  unrendered: unrendered.map(m => m.textContent.slice(0, 80)),
+  title: document.title,
+};
+"""
+
+
+@pytest.mark.parametrize("page", _pages())
+def test_page_renders_without_errors(browser, site_url, page):
+    browser.get(f"{site_url}/{page}.html")
+    _wait(browser, "return document.readyState === 'complete'", "the page did not load")
+    _wait(browser, "return Array.from(document.querySelectorAll('.math')).every(m => m.querySelector('mjx-container'))",
+          "MathJax did not render every formula")
+    state = browser.execute_script(PAGE_STATE)
+    assert "404" not in state["title"], f"{page}: page not found"
+    assert not state["errors"] and not state["traceback"], f"{page}: executed-cell errors {state['errors']}"
+    assert not state["broken_images"], f"{page}: images that do not load: {state['broken_images']}"
+    assert not state["unrendered"], f"{page}: formulas left unrendered: {state['unrendered']}"
+    if page.startswith("notebooks/"):
+        assert state["images"] > 0, f"{page}: a chapter notebook without a single figure"
+        href = browser.execute_script("const a = document.querySelector('.cgc-download a'); return a && a.href")
+        assert href, f"{page}: no link to download the executed notebook"
+        with urllib.request.urlopen(href) as response:
+            notebook = json.load(response)
+        assert any(cell.get("outputs") for cell in notebook["cells"] if cell["cell_type"] == "code"), \
+            f"{page}: the downloadable notebook has no outputs"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / f"{page.replace('/', '-')}.png"))
+
+
+def test_search_finds_a_chapter(browser, site_url):
+    browser.get(f"{site_url}/search.html?q=absorption")
+    count = _wait(browser, "const r = document.querySelectorAll('#search-results li'); return r.length > 0 && r.length",
+                  "search returned no results for 'absorption'")
+    links = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#search-results li a')).map(a => a.getAttribute('href'))")
+    assert count > 0 and any("absorption" in link for link in links), links
+
+
+def test_ledger_table_lists_every_claim_and_links_to_its_section(browser, site_url, ci_book, ci_chapter_runs):
+    expected = sum(len(json.loads(ci_chapter_runs(c).results.read_text())) for c in list_chapters(ROOT))
+    browser.get(f"{site_url}/book/ledger.html")
+    _wait(browser, "return document.readyState === 'complete'", "the ledger page did not load")
+    rows = browser.execute_script("""
+        return Array.from(document.querySelectorAll('table.claims-ledger tbody tr')).map(r => ({
+          verdict: r.querySelector('[class*="verdict-"]') ? r.querySelector('[class*="verdict-"]').innerText : '',
+          href: r.querySelector('a') ? r.querySelector('a').getAttribute('href') : ''}));
+    """)
+    assert len(rows) == expected
+    assert {r["verdict"] for r in rows} <= {"holds", "fails", "inconclusive"}
+    for row in rows:
+        assert "#" in row["href"], f"a ledger row without a link to its section: {row}"
+    target = rows[-1]["href"]
+    browser.get(f"{site_url}/book/{target}")
+    anchor = target.split("#", 1)[1]
+    assert browser.execute_script(f"return document.getElementById('{anchor}') !== null"), target
