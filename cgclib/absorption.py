@@ -30,7 +30,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from . import components
+from . import components, devices
 from .hooks import registered, residual_stream
 from .pruning import Masks, masked
 from .saes import token_mask
@@ -47,8 +47,8 @@ def added_to_block_output(model, layer: int, delta: torch.Tensor) -> Iterator[No
 
     def hook(module, args, output):
         if isinstance(output, (tuple, list)):
-            return (output[0] + delta, *output[1:])
-        return output + delta
+            return (output[0] + delta.to(output[0].device), *output[1:])
+        return output + delta.to(output.device)
 
     with registered(lambda: [block.register_forward_hook(hook)]):
         yield
@@ -95,7 +95,7 @@ def _block_outputs(model, ids, attention) -> list[torch.Tensor]:
 def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int, progress: bool = False):
     """Per batch: (index, token ids, mask of real tokens, attention mask, clean block
     outputs), with the model in eval mode; one batch of clean states is held at a time."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     was_training = model.training
     model.eval()
     try:

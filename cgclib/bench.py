@@ -28,7 +28,7 @@ import pandas as pd
 import psutil
 import torch
 
-from . import components
+from . import components, devices
 from .absorption import _block_outputs, noise_at, trajectory_drift
 from .evaluation import EvaluationData, evaluate
 from .hooks import linear_inputs, residual_stream
@@ -112,7 +112,7 @@ def input_norms_stored(model, ids):
     stored: dict[str, list[torch.Tensor]] = {}
     modules = components.all_linear_layers(model)
     with linear_inputs(model, modules, lambda name, x: stored.setdefault(name, []).append(x[:, 1:].reshape(-1, x.shape[-1]))):
-        for row in ids.to(next(model.parameters()).device):
+        for row in ids.to(devices.input_device(model)):
             model(input_ids=row[None])
     return {name: torch.cat(xs).pow(2).sum(0) for name, xs in stored.items()}
 
@@ -121,7 +121,7 @@ def random_saes(model):
     from sae_lens import TopKSAE, TopKSAEConfig
 
     lay = components.layout(model)
-    device = str(next(model.parameters()).device)
+    device = str(devices.input_device(model))
     torch.manual_seed(0)
     return {(l, h): TopKSAE(TopKSAEConfig(d_in=lay.head_dim, d_sae=8 * lay.head_dim, k=6, device=device))
             for l in range(lay.n_layers) for h in range(lay.n_heads)}
@@ -165,7 +165,7 @@ def drift_recomputed(model, ids):
     """Every perturbation recomputes the clean pass, over all sequences at once, and
     stores whole trajectories before reducing them."""
     n = components.layout(model).n_layers
-    ids = ids.to(next(model.parameters()).device)
+    ids = ids.to(devices.input_device(model))
     results = {}
     for layer in range(n):
         for m in (1e-3, 1e-1):
@@ -187,7 +187,7 @@ def block_fits_stored(model, ids):
     solve each ridge regression from the stored matrices: memory grows with tokens."""
     stored: dict[tuple[int, str], list[torch.Tensor]] = {}
     with residual_stream(model, lambda l, where, h: stored.setdefault((l, where), []).append(h[0, 1:])):
-        for row in ids.to(next(model.parameters()).device):
+        for row in ids.to(devices.input_device(model)):
             model(input_ids=row[None])
     fits = {}
     for layer in range(components.layout(model).n_layers):

@@ -174,6 +174,11 @@ def replaced_weights(model, weights: Mapping[str, torch.Tensor]) -> Iterator[Non
                 w = weight(modules[name])
                 if new.shape != w.shape:
                     raise ValueError(f"replacement for {name} has shape {tuple(new.shape)}, the weight {tuple(w.shape)}")
+                if w.device.type == "meta":
+                    raise ComponentError(
+                        f"the weight of {name} is offloaded by accelerate (kept off-device between forward "
+                        "passes) and cannot be edited in place; load the model with a device map that keeps "
+                        "every weight on a GPU (enough GPUs, or max_memory without CPU/disk offload)")
                 saved[name] = w.clone()
                 w.copy_(new)
         yield

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import components
+from . import components, devices
 from .evaluation import MAX_BATCH_TOKENS
 from .hooks import residual_stream
 from .moments import AffineMap, CrossMoments, ridge_regression, token_batches
@@ -32,7 +32,7 @@ def fit_exit_translators(model, ids: torch.Tensor, pad_token_id: int | None, rid
     """Affine maps from each block's output to the last block's output, fitted on `ids`."""
     n_layers = components.layout(model).n_layers
     d = components.layout(model).d_model
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     moments = {l: CrossMoments.zeros(d, d, device) for l in range(n_layers - 1)}
     outputs: dict[int, torch.Tensor] = {}
 
@@ -58,7 +58,7 @@ def exit_divergences(model, ids: torch.Tensor, predicted: torch.Tensor, attentio
     if predicted.shape != ids.shape:
         raise ValueError(f"predicted mask shape {tuple(predicted.shape)} differs from ids {tuple(ids.shape)}")
     n_layers = components.layout(model).n_layers
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     batch_sequences = max(1, min(batch_sequences, MAX_BATCH_TOKENS // ids.shape[1]))  # logits are tokens x vocab
     norm, unembed = components.final_norm(model), components.unembedding(model)
     translators = {l: t.to(device) for l, t in (translators or {}).items()}

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import devices
 from .suite import CapabilitySuite, Example
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    return devices.input_device(model)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Forward hooks on the components of `cgclib.components`, always removed on exit.
 
 Activations are handed to a callback as they are computed, so statistics can be
-accumulated over any number of tokens without storing activations.
+accumulated over any number of tokens without storing activations. When a model is split
+over several devices (`cgclib.devices`), the callbacks receive every activation on the
+device of the model's inputs, where the token masks and the accumulators live.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from . import components
+from . import components, devices
 
 
 @contextmanager
@@ -38,10 +40,11 @@ def head_outputs(model: nn.Module, callback: Callable[[int, torch.Tensor], None]
     head_dim): the input of the attention output projection, split by head."""
     lay = components.layout(model)
     layers = range(lay.n_layers) if layers is None else [components.check_layer(model, l) for l in layers]
+    home = devices.input_device(model)
 
     def make(layer):
         def hook(module, args):
-            x = args[0]
+            x = args[0].to(home)
             callback(layer, x.view(*x.shape[:-1], lay.n_heads, lay.head_dim))
         return hook
 
@@ -54,10 +57,11 @@ def head_outputs(model: nn.Module, callback: Callable[[int, torch.Tensor], None]
 def linear_inputs(model: nn.Module, modules: dict[str, nn.Module],
                   callback: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
     """Call `callback(name, x)` with the input x (..., in_features) of each named module."""
+    home = devices.input_device(model)
 
     def make(name):
         def hook(module, args):
-            callback(name, args[0])
+            callback(name, args[0].to(home))
         return hook
 
     with registered(lambda: [m.register_forward_pre_hook(make(n)) for n, m in modules.items()]):
@@ -71,15 +75,16 @@ def residual_stream(model: nn.Module, callback: Callable[[int, str, torch.Tensor
     leaving each block, h of shape (batch, seq, d_model)."""
     n = components.layout(model).n_layers
     layers = range(n) if layers is None else [components.check_layer(model, l) for l in layers]
+    home = devices.input_device(model)
 
     def make_pre(layer):
         def hook(module, args):
-            callback(layer, "in", args[0])
+            callback(layer, "in", args[0].to(home))
         return hook
 
     def make_post(layer):
         def hook(module, args, output):
-            callback(layer, "out", _first_tensor(output))
+            callback(layer, "out", _first_tensor(output).to(home))
         return hook
 
     def factory():
@@ -97,15 +102,18 @@ def residual_stream(model: nn.Module, callback: Callable[[int, str, torch.Tensor
 @contextmanager
 def replace_block_output(model: nn.Module, layer: int,
                          fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    """Replace the output of block `layer` by `fn(block_input, block_output)`."""
+    """Replace the output of block `layer` by `fn(block_input, block_output)` (both given
+    on the device of the model's inputs; the result goes back to the block's device)."""
     b = components.block(model, layer)
+    home = devices.input_device(model)
     saved = {}
 
     def pre(module, args):
-        saved["in"] = args[0]
+        saved["in"] = args[0].to(home)
 
     def post(module, args, output):
-        new = fn(saved.pop("in"), _first_tensor(output))
+        out = _first_tensor(output)
+        new = fn(saved.pop("in"), out.to(home)).to(out.device)
         if isinstance(output, (tuple, list)):
             return (new, *output[1:])
         return new

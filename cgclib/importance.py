@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import components
+from . import components, devices
 from .hooks import head_outputs, linear_inputs, registered
 from .saes import token_mask
 
@@ -42,7 +42,7 @@ def _head_gates(model, gates: torch.Tensor):
     def make(layer):
         def hook(module, args):
             x = args[0]
-            z = x.view(*x.shape[:-1], lay.n_heads, lay.head_dim) * gates[layer].to(x.dtype)[:, None]
+            z = x.view(*x.shape[:-1], lay.n_heads, lay.head_dim) * gates[layer].to(x.device, x.dtype)[:, None]
             return (z.view_as(x), *args[1:])
         return hook
 
@@ -56,7 +56,7 @@ def head_importance(model, ids: torch.Tensor, pad_token_id: int | None, batch_se
     """Every signal of the module docstring for every head, one row per (layer, head),
     from the calibration sequences `ids` (padding and the first position left out)."""
     lay = components.layout(model)
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     n_layers, n_heads, d = lay.n_layers, lay.n_heads, lay.head_dim
     qkv_inputs = {l: next(iter(components.head_qkv_rows(model, l, 0)))[0] for l in range(n_layers)}
     sq_out = torch.zeros(n_layers, n_heads * d, dtype=torch.float64)   # sum of X_j^2, W_O inputs

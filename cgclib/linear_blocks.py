@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-from . import components
+from . import components, devices
 from .hooks import replace_block_output, residual_stream
 from .moments import AffineMap, CrossMoments, ridge_regression, token_batches
 
@@ -32,7 +32,7 @@ def replaced_blocks(model, maps: Mapping[int, AffineMap]) -> Iterator[None]:
     """Blocks in `maps` output x + map(x) instead of their own output (which is ignored)."""
     with ExitStack() as stack:
         for layer, fit in maps.items():
-            fit = fit.to(next(model.parameters()).device)
+            fit = fit.to(devices.input_device(model))
             stack.enter_context(replace_block_output(model, layer, lambda x, y, fit=fit: x + fit(x)))
         yield
 
@@ -46,7 +46,7 @@ def block_moments(model, ids: torch.Tensor, pad_token_id: int | None, layers: li
     n_layers = components.layout(model).n_layers
     layers = list(range(n_layers)) if layers is None else [components.check_layer(model, l) for l in layers]
     d = components.layout(model).d_model
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     moments = {l: CrossMoments.zeros(d, d, device) for l in layers}
     inputs: dict[int, torch.Tensor] = {}
     mask = None
@@ -119,7 +119,7 @@ def heldout_fit(model, ids: torch.Tensor, pad_token_id: int | None, maps: Mappin
                 progress: bool = False) -> dict[int, FitStats]:
     """How well each map in `maps` predicts its block on the tokens of `ids`, with the
     blocks in `upstream` replaced (the distribution the maps now see)."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     maps = {l: fit.to(device) for l, fit in maps.items()}
     rows: dict[int, list[list[torch.Tensor]]] = {l: [] for l in maps}
     inputs: dict[int, torch.Tensor] = {}

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from . import devices
 from .paths import data_dir
 
 TESTBEDS = ("testbed-gpt2", "testbed-llama")
@@ -121,10 +122,17 @@ class LoadedModel:
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load `name` (a test bed, a local folder, or a hub name) in eval mode."""
+    """Load `name` (a test bed, a local folder, or a hub name) in eval mode.
+
+    `device` is one device (`auto`, `cpu`, `cuda`, `cuda:1`) or an accelerate device-map
+    strategy (`balanced`, `balanced_low_0`, `sequential`) that spreads the blocks of a model
+    too large for one GPU over every visible GPU (see `cgclib.devices`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dev = resolve_device(device)
+    device_map = device if devices.is_device_map_strategy(device) else None
+    if device_map and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} spreads a model over GPUs, but CUDA is not available on this machine")
+    dev = torch.device("cuda") if device_map else resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     card = None
     if name in TESTBEDS:
@@ -143,9 +151,11 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
             )
         source = name
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, device_map=device_map)
     except Exception as exc:  # corrupt files surface as many different exception types
         raise CheckpointError(f"could not load model weights from {source}: {exc}") from exc
     tokenizer = AutoTokenizer.from_pretrained(source)
-    model.to(dev).eval()
-    return LoadedModel(model, tokenizer, name, dev, dt, card)
+    if device_map is None:
+        model.to(dev)
+    model.eval()
+    return LoadedModel(model, tokenizer, name, devices.input_device(model), dt, card)

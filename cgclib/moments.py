@@ -15,6 +15,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
+from . import devices
 from .saes import token_mask
 
 
@@ -135,7 +136,7 @@ def token_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequ
                   progress: bool = False, desc: str = "batches") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """(token ids, mask of the positions whose activations count, attention mask) per batch
     of sequences, on the model's device, with the model in eval mode while iterating."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     was_training = model.training
     model.eval()
     try:

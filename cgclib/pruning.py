@@ -21,7 +21,7 @@ from typing import Iterator, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from . import components
+from . import components, devices
 from .hooks import linear_inputs
 from .saes import token_mask
 
@@ -43,7 +43,7 @@ def input_square_sums(model, ids: torch.Tensor, pad_token_id: int | None, module
                       batch_sequences: int = 16) -> dict[str, torch.Tensor]:
     """sum over calibration tokens of x_j^2 for every input feature j of each module
     (padding left out): ||X_j||_2 squared, accumulated batch by batch on the model's device."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     acc = {name: torch.zeros(components.in_features(m), dtype=torch.float64, device=device)
            for name, m in modules.items()}
     was_training = model.training

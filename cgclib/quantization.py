@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from . import components
+from . import components, devices
 from .hooks import linear_inputs
 from .moments import token_batches
 
@@ -128,7 +128,7 @@ def input_second_moments(model, ids: torch.Tensor, pad_token_id: int | None, mod
                          batch_sequences: int = 16, progress: bool = False) -> dict[str, torch.Tensor]:
     """X^T X / n over calibration tokens for the input of each module: what turns a weight
     error E into the expected output error, E[||E x||^2] = trace(E M E^T)."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     acc = {name: torch.zeros(components.in_features(m), components.in_features(m), dtype=torch.float64, device=device)
            for name, m in modules.items()}
     count = [0]

@@ -20,7 +20,7 @@ from typing import Iterator
 
 import torch
 
-from . import components
+from . import components, devices
 from .hooks import replace_block_output, residual_stream
 from .moments import CrossMoments, ridge_scale, token_batches
 
@@ -33,7 +33,7 @@ def next_token_moments(model, ids: torch.Tensor, pad_token_id: int | None, layer
     n_layers = components.layout(model).n_layers
     layers = list(range(n_layers)) if layers is None else [components.check_layer(model, l) for l in layers]
     d = components.layout(model).d_model
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     unembed = components.unembedding(model).weight
     moments = {l: CrossMoments.zeros(d, unembed.shape[1], device, with_yy=True) for l in layers}
     state = {}
@@ -114,7 +114,7 @@ def rank_for_variance(cov: torch.Tensor, share: float) -> int:
 def reconstructed_stream(model, layer: int, keep: torch.Tensor, mean: torch.Tensor) -> Iterator[None]:
     """The residual stream leaving block `layer` is replaced by its reconstruction from
     the kept variates (`keep_variates`), around the stream's mean: h -> mean + P (h - mean)."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     keep, mean = keep.to(device), mean.to(device)
 
     def project(x, h):
