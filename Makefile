@@ -3,6 +3,7 @@
 #   make test     run the test suite (unit tests, notebooks with CI parameters, ledger checks,
 #                 the rendered book in headless Chromium)
 #   make testbed  retrain both test-bed models from scratch with the shipped seed
+#   make saes     retrain the SAEs the book uses (data/saes) from scratch and ship them
 #   make bench    run the benchmarks into _build/bench
 #   make lock     regenerate constraints.txt from a fresh environment
 
@@ -13,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test testbed bench lock clean install static browser
+.PHONY: book test testbed saes bench lock clean install static browser
 
 install: $(STAMP)
 
@@ -53,6 +54,13 @@ test: $(STAMP) static browser
 
 testbed: $(STAMP)
 	$(BIN)/python -m cgclib.testbed train --all
+
+# A book build with an empty cache and the shipped SAEs ignored trains exactly the SAEs the
+# default chapters need; those are then shipped in data/saes with their manifest.
+saes: $(STAMP) static
+	rm -rf _build/saes-cache
+	CGC_CACHE_DIR=_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book
+	$(BIN)/python -m cgclib.saes ship _build/saes-cache/saes
 
 bench: $(STAMP)
 	$(BIN)/python -m cgclib.bench

@@ -9,13 +9,20 @@ Trained SAEs are saved in sae-lens's format (`SAE.load_from_disk` reads them) un
 cache folder, keyed by everything that determines them: the model's weights, the
 calibration tokens, the head, the SAE configuration and the sae-lens version. A rerun
 reuses them; any changed setting trains new ones.
+
+The SAEs that the book's default parameters need on the two test beds are shipped in
+`data/saes/` under the same keys, with the sha256 of every file in its manifest, so that
+the book builds without training them; `make saes` retrains them from scratch (by building
+the book with an empty cache and the shipped ones ignored) and ships the result.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -23,11 +30,18 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from . import components
+from . import components, devices
+from .models import sha256_file
 from .hooks import head_outputs
-from .paths import cache_dir
+from .paths import cache_dir, data_dir
 
 Head = tuple[int, int]
+MANIFEST = "MANIFEST.json"
+IGNORE_SHIPPED = "CGC_IGNORE_SHIPPED_SAES"
+
+
+class SAEFileError(RuntimeError):
+    """A shipped SAE whose files do not match the manifest."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ def stream_head_activations(model, ids: torch.Tensor, heads: list[Head], pad_tok
                             batch_sequences: int = 16) -> Iterator[dict[Head, torch.Tensor]]:
     """For each chunk of sequences, every requested head's output at the used positions,
     as a (tokens, head_dim) float32 tensor on the model's device."""
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     layers = sorted({l for l, _ in heads})
     by_layer = {l: [h for ll, h in heads if ll == l] for l in layers}
     for start in range(0, len(ids), batch_sequences):
@@ -160,12 +174,16 @@ def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: Hea
     cache = Path(cache or cache_dir() / "saes")
     fingerprint = model_fingerprint(model)
     keys = {head: _cache_key(fingerprint, ids, pad_token_id, head, cfg) for head in heads}
-    saes = {head: SAE.load_from_disk(cache / key) for head, key in keys.items() if (cache / key / "cfg.json").is_file()}
+    saes = {}
+    for head, key in keys.items():
+        folder = _stored(key, cache)
+        if folder is not None:
+            saes[head] = SAE.load_from_disk(folder, device=str(devices.input_device(model)))
     missing = [head for head in heads if head not in saes]
     if not missing:
         return {head: saes[head] for head in heads}
 
-    device = next(model.parameters()).device
+    device = devices.input_device(model)
     torch.manual_seed(cfg.seed)
     training = {
         head_name(head): TopKTrainingSAE(TopKTrainingSAEConfig(
@@ -194,6 +212,54 @@ def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: Hea
         tmp.rename(final)
         saes[head] = SAE.load_from_disk(final, device=str(device))
     return {head: saes[head] for head in heads}
+
+
+def shipped_dir() -> Path:
+    return data_dir() / "saes"
+
+
+def _shipped_manifest() -> dict[str, dict[str, str]]:
+    path = shipped_dir() / MANIFEST
+    if os.environ.get(IGNORE_SHIPPED) or not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _stored(key: str, cache: Path) -> Path | None:
+    """The folder of a trained SAE with this key: the cache first, then the shipped SAEs
+    (each file checked against the manifest); None if it has to be trained."""
+    if (cache / key / "cfg.json").is_file():
+        return cache / key
+    files = _shipped_manifest().get(key)
+    if files is None:
+        return None
+    folder = shipped_dir() / key
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file() or sha256_file(path) != expected:
+            raise SAEFileError(f"shipped SAE {path} is missing or does not match {shipped_dir() / MANIFEST}; "
+                               "restore data/saes from git, or rerun `make saes`")
+    return folder
+
+
+def ship(cache: Path, destination: Path | None = None) -> int:
+    """Replace the shipped SAEs by every SAE in the cache folder `cache` (written by a book
+    build with an empty cache) and write the manifest; the number shipped."""
+    destination = Path(destination or shipped_dir())
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    manifest = {}
+    for folder in sorted(p for p in Path(cache).iterdir() if (p / "cfg.json").is_file()):
+        shutil.copytree(folder, tmp / folder.name)
+        manifest[folder.name] = {f.name: sha256_file(f) for f in sorted((tmp / folder.name).iterdir())}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    readme = destination / "README.md"
+    if readme.is_file():
+        shutil.copy(readme, tmp / "README.md")
+    shutil.rmtree(destination, ignore_errors=True)
+    tmp.rename(destination)
+    return len(manifest)
 
 
 @dataclass
@@ -251,3 +317,10 @@ def head_feature_statistics(model, saes: dict[Head, "sae_lens.SAE"], ids: torch.
             feature_stats[head].update(codes)
             recon[head].update(z, sae.decode(codes), codes)
     return feature_stats, recon
+
+
+if __name__ == "__main__":
+    # python -m cgclib.saes ship CACHE_FOLDER   (what `make saes` runs after its book build)
+    if len(sys.argv) != 3 or sys.argv[1] != "ship":
+        sys.exit("usage: python -m cgclib.saes ship CACHE_FOLDER")
+    print(f"shipped {ship(Path(sys.argv[2]))} SAEs to {shipped_dir()}")

@@ -1,9 +1,14 @@
 """Per-head SAEs: trained with sae-lens on streamed activations, cached by content key,
 loadable with sae_lens.SAE.load_from_disk, and measured on held-out tokens."""
 
+from pathlib import Path
+
+import pytest
 import torch
 from sae_lens import SAE
 
+from cgclib import components
+from cgclib import saes as saes_module
 from cgclib.saes import HeadSAEConfig, head_feature_statistics, stream_head_activations, token_mask, train_head_saes
 
 from .tiny_models import tiny_gpt2, tiny_llama
@@ -69,3 +74,49 @@ def test_an_edited_model_does_not_reuse_the_saes_of_the_original():
     with torch.no_grad():  # prune the last rows of a large weight, far from its first entries
         model.model.layers[3].mlp.down_proj.weight[-8:, :] = 0
     assert model_fingerprint(model) != before
+
+
+def test_shipped_saes_are_used_and_checked(tmp_path, monkeypatch):
+    model, ids, heads = tiny_gpt2(), _ids(), [(0, 0), (1, 2)]
+    trained = train_head_saes(model, ids, pad_token_id=2, cfg=CFG, heads=heads, cache=tmp_path / "first")
+    monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path / "data"))
+    assert saes_module.ship(tmp_path / "first") == 2
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a shipped SAE was trained again")
+
+    monkeypatch.setattr("sae_lens.training.multi_sae_trainer.MultiSAETrainer", no_training)
+    loaded = train_head_saes(model, ids, pad_token_id=2, cfg=CFG, heads=heads, cache=tmp_path / "empty")
+    for head in heads:
+        torch.testing.assert_close(loaded[head].W_dec, trained[head].W_dec)
+
+    weights = next((tmp_path / "data" / "saes").glob("*/sae_weights.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(saes_module.SAEFileError, match="does not match"):
+        train_head_saes(model, ids, pad_token_id=2, cfg=CFG, heads=heads, cache=tmp_path / "empty")
+
+
+def test_the_book_defaults_need_no_sae_training():
+    """Every SAE the density chapter's defaults ask for on the test beds is shipped, intact:
+    a change to the defaults, the test beds or sae-lens shows here, not as a slow book."""
+    from dataclasses import replace
+
+    from cgclib.chapters import get_chapter
+    from cgclib.saes import _cache_key, _stored, model_fingerprint
+    from cgclib.subjects import load_subject
+
+    p = {name: param.default for name, param in get_chapter("density").parameters().items()}
+    cfg = HeadSAEConfig(expansion=p["sae_expansion"], k_fraction=p["sae_k_fraction"], epochs=p["sae_epochs"],
+                        batch_tokens=p["sae_batch_tokens"], lr=p["sae_lr"], seed=p["seed"])
+    variants = [cfg] + [replace(cfg, seed=s) for s in p["stability_seeds"]]
+    variants += [replace(cfg, expansion=e) for e in p["stability_expansions"]]
+    for name in (p["model"], p["second_model"]):
+        subject = load_subject(name, "cpu", "float32", n_probes=1, n_paragraphs=1)
+        calib = subject.calibration(p["calibration_sequences"], p["seq_len"], seed=p["seed"])
+        fingerprint, lay = model_fingerprint(subject.model), components.layout(subject.model)
+        for variant in variants:
+            for head in [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]:
+                key = _cache_key(fingerprint, calib, subject.tokenizer.pad_token_id, head, variant)
+                assert _stored(key, Path("/nonexistent")) is not None, (name, variant, head)
