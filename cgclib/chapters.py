@@ -4,7 +4,8 @@ A chapter is a MyST-markdown notebook under `notebooks/` listed in `_toc.yml`. I
 tagged `parameters` declares every parameter with a literal default; papermill injects
 new values after that cell. `run_chapter` converts the notebook with jupytext, executes it
 with papermill in the notebook's own folder (as the book build does), and keeps the
-executed notebook and its ledger records in a fresh folder under `runs/`.
+executed notebook and its ledger records in a fresh folder under `runs/`, whose
+`parameters.json` says when the run started and, once it has, when it finished.
 """
 
 from __future__ import annotations
@@ -245,12 +246,13 @@ def run_chapter(
 
     run_dir = _new_run_dir(Path(runs_dir or root / "runs") / name, parameters)
     executed = run_dir / f"{name}.ipynb"
-    atomic_write_json(run_dir / "parameters.json", {
+    record = {
         "chapter": name,
         "parameters": parameters,
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "commit": _git_commit(root),
-    })
+    }
+    atomic_write_json(run_dir / "parameters.json", record)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{name}.ipynb"
         jupytext.write(jupytext.read(chapter.path), source)
@@ -266,4 +268,5 @@ def run_chapter(
                 os.environ.pop("CGC_RESULTS_DIR", None)
             else:
                 os.environ["CGC_RESULTS_DIR"] = env_before
+    atomic_write_json(run_dir / "parameters.json", {**record, "finished": dt.datetime.now().isoformat(timespec="seconds")})
     return RunResult(name, run_dir, executed, run_dir / f"{name}.json", parameters)

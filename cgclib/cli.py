@@ -2,6 +2,8 @@
 
     cgc list
     cgc run density -p model gpt2-medium -p device cuda
+    cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
+    cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from .chapters import ChapterError, get_chapter, list_chapters, run_chapter
 from .paths import project_root
+from .sweeps import job_command, load_sweep, run_job
 
 
 def _cmd_list(args) -> int:
@@ -47,6 +50,24 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    import papermill
+
+    sweep = load_sweep(args.sweep, args.root)
+    runs_dir = args.runs_dir or args.root / "runs"
+    if args.index is None:
+        for i in range(len(sweep.jobs())):
+            print(job_command(sweep, i, args.runs_dir) if args.commands else f"{i}\t{sweep.jobs()[i]}")
+        return 0
+    try:
+        folder = run_job(sweep, args.index, runs_dir, args.root, progress=not args.quiet)
+    except papermill.PapermillExecutionError as exc:
+        print(f"job {args.index} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
+        return 1
+    print(f"job {args.index}: {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgc", description="Chapters of the CGC research companion.")
     parser.add_argument("--root", type=Path, default=None,
@@ -65,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where run folders go (default: runs/ under the book root)")
     p_run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p_run.set_defaults(func=_cmd_run)
+
+    p_sweep = sub.add_parser("sweep", help="list the jobs of a sweep file, or run one of them")
+    p_sweep.add_argument("sweep", type=Path, help="a sweep file (see sweeps/)")
+    p_sweep.add_argument("--index", type=int, default=None,
+                         help="run this job (skipped if a finished run with its parameters exists)")
+    p_sweep.add_argument("--commands", action="store_true",
+                         help="print one `cgc run` command per job instead of the job table")
+    p_sweep.add_argument("--runs-dir", type=Path, default=None,
+                         help="where run folders go (default: runs/ under the book root)")
+    p_sweep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p_sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 
