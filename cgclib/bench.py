@@ -35,7 +35,7 @@ from .hooks import linear_inputs, residual_stream
 from .linear_blocks import block_moments, fit_block_maps
 from .moments import AffineMap, ridge_scale
 from .paths import project_root
-from .pruning import input_square_sums
+from .pruning import input_square_sums, masked, wanda_block_masks
 from .saes import head_feature_statistics, stream_head_activations
 
 SEQ_LEN = 128
@@ -201,6 +201,39 @@ def block_fits_stored(model, ids):
     return fits
 
 
+def block_allocation(model) -> dict[int, float]:
+    """A non-uniform allocation: sparsity rising from 0.3 in the first block to 0.7 in the last."""
+    n = components.layout(model).n_layers
+    return {l: float(s) for l, s in enumerate(np.linspace(0.3, 0.7, n))}
+
+
+def allocation_masks_streamed(model, ids, allocation):
+    return wanda_block_masks(model, ids, None, allocation)
+
+
+@torch.no_grad()
+def allocation_masks_stored(model, ids, allocation):
+    """Wanda under an allocation the obvious way: for each block in order (earlier blocks
+    pruned), store its layers' inputs for all tokens one sequence at a time, then rank
+    each weight row separately."""
+    masks = {}
+    for block in sorted(allocation):
+        layers = {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
+        stored: dict[str, list[torch.Tensor]] = {}
+        grab = lambda name, x: stored.setdefault(name, []).append(x[0, 1:])  # noqa: E731
+        with masked(model, masks), linear_inputs(model, layers, grab):
+            for row in ids.to(devices.input_device(model)):
+                model(input_ids=row[None])
+        for name, module in layers.items():
+            scores = components.weight(module).abs().double() * torch.cat(stored[name]).double().pow(2).sum(0).sqrt()
+            k = int(scores.shape[1] * allocation[block])
+            mask = torch.zeros_like(scores, dtype=torch.bool)
+            for i in range(len(scores)):
+                mask[i, torch.sort(scores[i], stable=True).indices[:k]] = True
+            masks[name] = mask
+    return masks
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -220,6 +253,8 @@ BENCHMARKS = [
               lambda model, ids, size: (ids,)),
     Benchmark("Gram accumulation + ridge fit of every block", block_fits_streamed, block_fits_stored,
               lambda model, ids, size: (ids,)),
+    Benchmark("Wanda masks under a block allocation (blocks in order)", allocation_masks_streamed,
+              allocation_masks_stored, lambda model, ids, size: (ids, block_allocation(model))),
 ]
 
 

@@ -54,3 +54,14 @@ def test_summary_reports_ratios_and_growth(small):
     table = bench.summary(results)
     assert table["speed-up"].notna().all() and (table["tokens/s"] > 0).all()
     assert np.isfinite(table["growth with tokens"]).all()
+
+
+def test_streamed_and_stored_allocation_masks_agree(small):
+    _, model, ids = small
+    allocation = bench.block_allocation(model)
+    streamed = bench.allocation_masks_streamed(model, ids, allocation)
+    stored = bench.allocation_masks_stored(model, ids, allocation)
+    assert set(streamed) == set(stored)
+    for name in streamed:
+        assert torch.equal(streamed[name], stored[name]), name
+    assert 0.25 < float(torch.cat([m.flatten() for m in streamed.values()]).float().mean()) < 0.75
