@@ -4,6 +4,7 @@ Ablating a head zeroes its output (`hooks.ablated_heads`), which is exactly what
 the head's slice of the attention output projection does. The effect of each head on
 each capability is the drop in exact-match accuracy; on the language, the change in
 log-perplexity. This is the ground truth the other importance signals are compared with.
+The blocks before the ablated head are computed once per layer (`cgclib.resume`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 from . import components
 from .evaluation import EvaluationData, Profile, evaluate
 from .hooks import ablated_heads
+from .resume import recorded_inputs, resumed_at
 
 
 def _effects(dense: Profile, ablated: Profile) -> dict:
@@ -31,12 +33,16 @@ def head_ablation_effects(model, data: EvaluationData, progress: bool = True) ->
     in accuracy of every capability when that head alone is ablated. Also returns the
     dense profile the drops are measured from."""
     lay = components.layout(model)
-    dense = evaluate(model, data)
-    rows = []
-    heads = [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]
-    for layer, head in tqdm(heads, desc="ablating heads", disable=not progress):
-        with ablated_heads(model, [(layer, head)]):
-            rows.append({"layer": layer, "head": head, **_effects(dense, evaluate(model, data))})
+    rows, dense = [], None
+    progress_bar = tqdm(total=lay.n_layers * lay.n_heads, desc="ablating heads", disable=not progress)
+    for layer in range(lay.n_layers):
+        profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
+        dense = dense or profile  # the first recording run is the dense evaluation
+        for head in range(lay.n_heads):
+            with ablated_heads(model, [(layer, head)]), resumed_at(model, recorded):
+                rows.append({"layer": layer, "head": head, **_effects(dense, evaluate(model, data))})
+            progress_bar.update()
+    progress_bar.close()
     return pd.DataFrame(rows).set_index(["layer", "head"]), dense
 
 

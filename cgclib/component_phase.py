@@ -2,7 +2,7 @@
 grid of ratios, evaluate the whole model each time, and locate where each metric collapses.
 
 The compression is Wanda pruning of the component's own weights (`pruning.wanda_head_masks`,
-`pruning.wanda_block_masks` for one block), all other components dense. The metrics are
+`pruning.wanda_masks` of the whole block), all other components dense. The metrics are
 the language perplexity and, per capability, the answer perplexity (exp of the mean NLL of
 the answer tokens): a smooth companion of exact match that is positive everywhere, as the
 phase-transition fit of `cgclib.phase` needs. Each metric's curve, the dense model at ratio
@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from . import components
 from .evaluation import EvaluationData, Profile, evaluate
 from .phase import fit_phase_transition
-from .pruning import check_sparsity, input_square_sums, masked, wanda_block_masks, wanda_head_masks
+from .pruning import block_linear_layers, check_sparsity, input_square_sums, masked, wanda_head_masks, wanda_masks
+from .resume import recorded_inputs, resumed_at
 
 
 def _metrics(profile: Profile) -> dict[str, float]:
@@ -45,13 +46,18 @@ def head_sweep(model, data: EvaluationData, calibration, pad_token_id: int | Non
     heads = heads or [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]
     modules = {f"{l}.{n}": m for l in {l for l, _ in heads} for n, m in components.linear_layers(model, l).items()}
     sums = input_square_sums(model, calibration, pad_token_id, modules)
-    dense = _metrics(evaluate(model, data))
     rows = []
-    for layer, head in tqdm(heads, desc="heads pruned alone", disable=not progress):
-        rows.append({"layer": layer, "head": head, "ratio": 0.0, **dense})
-        for ratio in grid:
-            with masked(model, wanda_head_masks(model, sums, layer, head, ratio)):
-                rows.append({"layer": layer, "head": head, "ratio": ratio, **_metrics(evaluate(model, data))})
+    progress_bar = tqdm(total=len(heads), desc="heads pruned alone", disable=not progress)
+    for layer in sorted({l for l, _ in heads}):  # blocks before `layer` computed once (cgclib.resume)
+        profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
+        dense = _metrics(profile)
+        for head in [h for l, h in heads if l == layer]:
+            rows.append({"layer": layer, "head": head, "ratio": 0.0, **dense})
+            for ratio in grid:
+                with masked(model, wanda_head_masks(model, sums, layer, head, ratio)), resumed_at(model, recorded):
+                    rows.append({"layer": layer, "head": head, "ratio": ratio, **_metrics(evaluate(model, data))})
+            progress_bar.update()
+    progress_bar.close()
     return pd.DataFrame(rows)
 
 
@@ -64,8 +70,10 @@ def block_sweep(model, data: EvaluationData, calibration, pad_token_id: int | No
     rows = []
     for layer in tqdm(range(components.layout(model).n_layers), desc="blocks pruned alone", disable=not progress):
         rows.append({"layer": layer, "ratio": 0.0, **dense})
+        layers = block_linear_layers(model, layer)
+        sums = input_square_sums(model, calibration, pad_token_id, layers)  # the block's inputs are dense
         for ratio in grid:
-            with masked(model, wanda_block_masks(model, calibration, pad_token_id, {layer: ratio})):
+            with masked(model, wanda_masks(layers, sums, ratio)):
                 rows.append({"layer": layer, "ratio": ratio, **_metrics(evaluate(model, data))})
     return pd.DataFrame(rows)
 

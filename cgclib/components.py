@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -157,6 +157,18 @@ def unembedding(model: nn.Module) -> nn.Module:
 
 def token_embedding(model: nn.Module) -> nn.Module:
     return model.get_input_embeddings()
+
+
+def last_block_holding(model: nn.Module, modules: Iterable[nn.Module]) -> int | None:
+    """The index of the last block that contains one of `modules`; None if any of them
+    lies outside every block (e.g. the unembedding), or if there are none."""
+    wanted = {id(m) for m in modules}
+    last, found = None, set()
+    for index, b in enumerate(blocks(model)):
+        inside = wanted & {id(m) for m in b.modules()}
+        if inside:
+            last, found = index, found | inside
+    return last if found == wanted else None
 
 
 @contextmanager

@@ -99,6 +99,29 @@ def residual_stream(model: nn.Module, callback: Callable[[int, str, torch.Tensor
         yield
 
 
+class _ForwardStopped(Exception):
+    """Raised by `stopped_after`'s hook to end a forward pass early."""
+
+
+@contextmanager
+def stopped_after(model: nn.Module, layer: int | None) -> Iterator[Callable[..., None]]:
+    """Yield a function that runs `model(*args, **kwargs)` only up to the end of block
+    `layer` (all of it for None): the blocks after it, the final norm and the unembedding
+    are skipped, for statistics that need nothing past that block."""
+    def stop(module, args, output):
+        raise _ForwardStopped
+
+    def run(*args, **kwargs) -> None:
+        try:
+            model(*args, **kwargs)
+        except _ForwardStopped:
+            pass
+
+    where = [] if layer is None else [components.block(model, components.check_layer(model, layer))]
+    with registered(lambda: [b.register_forward_hook(stop) for b in where]):
+        yield run
+
+
 @contextmanager
 def replace_block_output(model: nn.Module, layer: int,
                          fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import components, devices
-from .hooks import linear_inputs
+from .hooks import linear_inputs, stopped_after
 from .saes import token_mask
 
 Masks = dict[str, torch.Tensor]
@@ -42,22 +42,24 @@ def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
 def input_square_sums(model, ids: torch.Tensor, pad_token_id: int | None, modules: Mapping[str, torch.nn.Module],
                       batch_sequences: int = 16) -> dict[str, torch.Tensor]:
     """sum over calibration tokens of x_j^2 for every input feature j of each module
-    (padding left out): ||X_j||_2 squared, accumulated batch by batch on the model's device."""
+    (padding left out): ||X_j||_2 squared, accumulated batch by batch on the model's device.
+    The forward passes stop after the last block that holds one of the modules."""
     device = devices.input_device(model)
     acc = {name: torch.zeros(components.in_features(m), dtype=torch.float64, device=device)
            for name, m in modules.items()}
     was_training = model.training
     model.eval()
-    for start in range(0, len(ids), batch_sequences):
-        chunk = ids[start:start + batch_sequences].to(device)
-        mask = token_mask(chunk, pad_token_id)
+    with stopped_after(model, components.last_block_holding(model, modules.values())) as forward:
+        for start in range(0, len(ids), batch_sequences):
+            chunk = ids[start:start + batch_sequences].to(device)
+            mask = token_mask(chunk, pad_token_id)
 
-        def grab(name, x):
-            acc[name] += x[mask].double().pow(2).sum(0)
+            def grab(name, x):
+                acc[name] += x[mask].double().pow(2).sum(0)
 
-        attention = None if pad_token_id is None else (chunk != pad_token_id).long()
-        with linear_inputs(model, modules, grab):
-            model(input_ids=chunk, attention_mask=attention)
+            attention = None if pad_token_id is None else (chunk != pad_token_id).long()
+            with linear_inputs(model, modules, grab):
+                forward(input_ids=chunk, attention_mask=attention)
     model.train(was_training)
     return acc
 
@@ -104,12 +106,23 @@ def wanda_block_masks(model, ids: torch.Tensor, pad_token_id: int | None, block_
     masks: Masks = {}
     order = sorted(block_sparsity)
     for block in tqdm(order, desc="wanda", disable=not progress, leave=False):
-        layers = {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
+        layers = block_linear_layers(model, block)
         with masked(model, masks):
             sums = input_square_sums(model, ids, pad_token_id, layers, batch_sequences)
-        for name, m in layers.items():
-            masks[name] = row_mask(wanda_scores(components.weight(m), sums[name]), block_sparsity[block])
+        masks.update(wanda_masks(layers, sums, block_sparsity[block]))
     return masks
+
+
+def block_linear_layers(model, block: int) -> dict[str, torch.nn.Module]:
+    """The linear layers of one block, named as in `components.all_linear_layers`."""
+    return {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
+
+
+def wanda_masks(modules: Mapping[str, torch.nn.Module], square_sums: Mapping[str, torch.Tensor],
+                sparsity: float) -> Masks:
+    """Wanda masks of the given layers at one sparsity, from their input statistics."""
+    return {name: row_mask(wanda_scores(components.weight(m), square_sums[name]), sparsity)
+            for name, m in modules.items()}
 
 
 def head_weight_slices(model, layer: int, head: int) -> list[tuple[str, torch.nn.Module, slice, slice]]:

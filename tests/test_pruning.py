@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from cgclib import components
+from cgclib.hooks import linear_inputs
 from cgclib.pruning import (SparsityError, check_sparsity, head_weight_slices, input_square_sums, masked,
                             row_mask, wanda_block_masks, wanda_head_masks)
+from cgclib.saes import token_mask
 
 from .tiny_models import TINY
 
@@ -102,3 +104,25 @@ def test_head_masks_touch_only_that_heads_weights(family):
         dense = model(input_ids=ids).logits
         with masked(model, wanda_head_masks(model, sums, 1, 2, 0.0)):
             assert torch.equal(model(input_ids=ids).logits, dense)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_statistics_of_early_blocks_stop_the_forward_pass_there(family):
+    model = TINY[family]()
+    ids = _ids()
+    layers = {f"1.{n}": m for n, m in components.linear_layers(model, 1).items()}
+    assert components.last_block_holding(model, layers.values()) == 1
+    assert components.last_block_holding(model, [components.unembedding(model)]) is None
+    later_calls = []
+    handle = components.block(model, 2).register_forward_hook(lambda *a: later_calls.append(1))
+    try:
+        early = input_square_sums(model, ids, 2, layers, batch_sequences=3)
+    finally:
+        handle.remove()
+    assert later_calls == []  # block 2 never ran
+    full = {}
+    with linear_inputs(model, layers, lambda n, x: full.setdefault(n, []).append(x)), torch.no_grad():
+        model(input_ids=ids, attention_mask=(ids != 2).long())
+    mask = token_mask(ids, 2)
+    for name, xs in full.items():
+        torch.testing.assert_close(early[name], xs[0][mask].double().pow(2).sum(0))
