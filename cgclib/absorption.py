@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import components, devices
 from .hooks import registered, residual_stream
 from .pruning import Masks, masked
+from .resume import started_at
 from .saes import token_mask
 
 Perturbation = Callable[[list[torch.Tensor], int], ContextManager]
@@ -113,14 +114,18 @@ def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_seq
 def trajectory_drift(model, ids: torch.Tensor, pad_token_id: int | None, perturbations: Mapping[Hashable, tuple[int, Perturbation]],
                      batch_sequences: int = 16, progress: bool = False) -> pd.DataFrame:
     """Mean relative drift and cosine at every block k >= l for every perturbation
-    {key: (l, perturbation)}: one row per (key, block)."""
+    {key: (l, perturbation)}: one row per (key, block). A perturbation keyed to block l
+    must leave the blocks before l as they are: its forward pass starts at block l, from
+    the clean stream."""
     n_layers = components.layout(model).n_layers
     sums = {key: torch.zeros(2, n_layers, dtype=torch.float64) for key in perturbations}
     n_tokens = 0
     for batch_index, chunk, mask, attention, clean in _clean_batches(model, ids, pad_token_id, batch_sequences, progress):
         n_tokens += int(mask.sum())
         for key, (layer, perturbation) in perturbations.items():
-            with perturbation(clean, batch_index), torch.no_grad():
+            # blocks before the perturbed one compute the clean stream: start at that block
+            start = clean[layer - 1] if layer > 0 else None
+            with perturbation(clean, batch_index), started_at(model, layer, start), torch.no_grad():
                 noisy = _block_outputs(model, chunk, attention)
             for k in range(layer, n_layers):
                 h, g = clean[k][mask].double(), noisy[k][mask].double()
@@ -149,7 +154,8 @@ def linear_drift(model, ids: torch.Tensor, pad_token_id: int | None, layers: lis
             direction = relative_noise(clean[layer], 1.0, generator)
 
             def later_states(delta, layer=layer):
-                with added_to_block_output(model, layer, delta):
+                start = clean[layer - 1] if layer > 0 else None
+                with added_to_block_output(model, layer, delta), started_at(model, layer, start):
                     return tuple(_block_outputs(model, chunk, attention)[layer:])
 
             # forward-mode differentiation; the fused attention kernels have no forward

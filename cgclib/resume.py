@@ -60,6 +60,27 @@ def recorded_inputs(model: nn.Module, layer: int, run: Callable[[], T]) -> tuple
     return result, BlockInputs(layer, inputs, bool(kinds and kinds[0]))
 
 
+@contextmanager
+def started_at(model: nn.Module, layer: int, stream: torch.Tensor) -> Iterator[None]:
+    """One forward pass (inside the context) that starts at block `layer` with the residual
+    stream `stream` (the input that block would receive): blocks before it are skipped. For
+    layer 0 nothing is skipped and the pass runs as usual."""
+    if layer == 0:
+        yield
+        return
+    with resumed_at(model, BlockInputs(layer, [stream], _blocks_return_tuple(model))):
+        yield
+
+
+def _blocks_return_tuple(model: nn.Module) -> bool:
+    """Whether the model's blocks return a tuple (older transformers) or a tensor: one
+    forward pass of a single token tells."""
+    device = next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
+    with torch.no_grad():
+        _, recorded = recorded_inputs(model, 0, lambda: model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)))
+    return recorded.returns_tuple
+
+
 class _Skipped(nn.Module):
     """Stands in for a block before the resumed one: passes the stream through unchanged."""
 
