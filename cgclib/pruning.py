@@ -15,7 +15,7 @@ are those produced by the blocks already pruned before it.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator, Mapping
 
 import torch
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import components, devices
 from .hooks import linear_inputs, stopped_after
+from .resume import recorded_inputs, resumed_at
 from .saes import token_mask
 
 Masks = dict[str, torch.Tensor]
@@ -104,11 +105,13 @@ def wanda_block_masks(model, ids: torch.Tensor, pad_token_id: int | None, block_
         components.check_layer(model, block)
         check_sparsity(s, f"sparsity of block {block}")
     masks: Masks = {}
-    order = sorted(block_sparsity)
-    for block in tqdm(order, desc="wanda", disable=not progress, leave=False):
+    recorded = None  # the previous block's input in every calibration pass, earlier blocks pruned
+    for block in tqdm(sorted(block_sparsity), desc="wanda", disable=not progress, leave=False):
         layers = block_linear_layers(model, block)
-        with masked(model, masks):
-            sums = input_square_sums(model, ids, pad_token_id, layers, batch_sequences)
+        # each pass starts at the previous block (now pruned) and stops after this one
+        with masked(model, masks), (resumed_at(model, recorded) if recorded else nullcontext()):
+            sums, recorded = recorded_inputs(
+                model, block, lambda: input_square_sums(model, ids, pad_token_id, layers, batch_sequences))
         masks.update(wanda_masks(layers, sums, block_sparsity[block]))
     return masks
 
