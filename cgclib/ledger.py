@@ -20,9 +20,11 @@ Record format (one JSON list per notebook)::
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -268,6 +270,15 @@ def glue_values(values: dict[str, Any], prefix: str = "") -> None:
         glue(f"{prefix}{key}", value, display=False)
 
 
+def machine() -> str:
+    """The machine a chapter ran on, in words: the GPU if there is one, else the CPU threads."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"one {torch.cuda.get_device_name()} GPU"
+    return f"a CPU with {torch.get_num_threads()} threads"
+
+
 class Ledger:
     """The claims one notebook records; see the module docstring for the format."""
 
@@ -278,6 +289,7 @@ class Ledger:
         self.path = Path(directory or results_dir()) / f"{notebook}.json"
         self.glue = in_kernel() if glue is None else glue
         self.records: list[dict] = []
+        self.opened = time.perf_counter()
         atomic_write_json(self.path, self.records)  # a fresh run starts a fresh file
 
     def record(
@@ -346,8 +358,14 @@ class Ledger:
                 glue(f"{rid}.paper", paper["value"], display=False)
 
     def summary(self):
-        """The records so far as a table, for display at the end of a notebook."""
+        """The records so far as a table, for display at the end of a notebook. Also glues
+        how long the chapter has run since the ledger was opened, on what machine and when
+        (`<notebook>.run_minutes`, `.run_machine`, `.run_date`), for its rerun box."""
         import pandas as pd
+
+        if self.glue:
+            glue_values({"run_minutes": (time.perf_counter() - self.opened) / 60, "run_machine": machine(),
+                         "run_date": dt.date.today().isoformat()}, prefix=f"{self.notebook}.")
 
         return pd.DataFrame(
             [
