@@ -3,7 +3,6 @@ equivalence bounds and power. Thin wrappers over `scipy.stats`, with the seed ex
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,11 +18,12 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
 
 
 def bootstrap_interval(statistic, *samples, n_resamples: int = 2000, seed: int = 0,
-                       level: float = 0.95, paired: bool = True) -> tuple[float, float]:
+                       level: float = 0.95, paired: bool = True, vectorized: bool = False) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic(*samples)`, resampling observations
-    (jointly across samples when `paired`)."""
+    (jointly across samples when `paired`). A `vectorized` statistic takes an `axis`
+    argument and is computed for all resamples at once (the resamples are the same)."""
     result = stats.bootstrap(samples, statistic, n_resamples=n_resamples, confidence_level=level,
-                             method="percentile", paired=paired, vectorized=False,
+                             method="percentile", paired=paired, vectorized=vectorized,
                              random_state=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -49,16 +49,22 @@ def spearman(x, y, n_resamples: int = 2000, seed: int = 0) -> Correlation:
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         raise ValueError("a rank correlation is undefined when one variable is constant")
 
-    def rho_of(a, b):
-        return stats.spearmanr(a, b).statistic
-
-    rho = float(rho_of(x, y))
-    with warnings.catch_warnings():  # a resample can be constant; its rho counts as 0
-        warnings.simplefilter("ignore", stats.ConstantInputWarning)
-        ci = bootstrap_interval(lambda a, b: np.nan_to_num(rho_of(a, b)), x, y, n_resamples=n_resamples, seed=seed)
-        perm = stats.permutation_test((x, y), rho_of, permutation_type="pairings", n_resamples=n_resamples,
+    rho = float(stats.spearmanr(x, y).statistic)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample can be constant; its rho counts as 0
+        ci = bootstrap_interval(lambda a, b, axis=-1: np.nan_to_num(_spearman_rows(a, b)), x, y,
+                                n_resamples=n_resamples, seed=seed, vectorized=True)
+        perm = stats.permutation_test((x, y), lambda a, b, axis=-1: _spearman_rows(a, b),
+                                      permutation_type="pairings", n_resamples=n_resamples, vectorized=True,
                                       alternative="two-sided", random_state=np.random.default_rng(seed + 1))
     return Correlation(rho, ci, float(perm.pvalue), len(x))
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho along the last axis (average ranks for ties): the Pearson correlation
+    of the ranks, for every resample at once."""
+    ra, rb = stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1)
+    ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+    return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
 
 
 def correlation_power(rho: float, n: int, alpha: float = 0.05) -> float:
