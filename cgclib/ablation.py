@@ -9,15 +9,23 @@ The blocks before the ablated head are computed once per layer (`cgclib.resume`)
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from . import components
 from .evaluation import EvaluationData, Profile, evaluate
 from .hooks import ablated_heads
+from .models import model_fingerprint
+from .paths import cache_dir
 from .resume import recorded_inputs, resumed_at
+from .storage import atomic_write_json
 
 
 def _effects(dense: Profile, ablated: Profile) -> dict:
@@ -28,10 +36,35 @@ def _effects(dense: Profile, ablated: Profile) -> dict:
     return row
 
 
-def head_ablation_effects(model, data: EvaluationData, progress: bool = True) -> tuple[pd.DataFrame, Profile]:
+def head_ablation_effects(model, data: EvaluationData, progress: bool = True,
+                          cache: Path | None = None) -> tuple[pd.DataFrame, Profile]:
     """One row per head (layer, head): perplexity, change in log-perplexity, and the drop
     in accuracy of every capability when that head alone is ablated. Also returns the
-    dense profile the drops are measured from."""
+    dense profile the drops are measured from.
+
+    The table is cached (under `.cache/ablations` unless `cache` says where), keyed by the
+    model's weights, the evaluation data and the source of the code that computes it, so
+    that two chapters that ablate the same heads on the same data compute it once."""
+    path = Path(cache or cache_dir() / "ablations") / f"{_cache_key(model, data)}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        index = pd.MultiIndex.from_tuples([tuple(i) for i in stored["index"]], names=["layer", "head"])
+        return pd.DataFrame(stored["rows"], index=index, columns=stored["columns"]), evaluate(model, data)
+    effects, dense = _ablate_each_head(model, data, progress)
+    if np.isfinite(effects.to_numpy()).all():
+        atomic_write_json(path, {"index": [list(i) for i in effects.index], "columns": list(effects.columns),
+                                 "rows": effects.to_numpy().tolist()})
+    return effects, dense
+
+
+def _cache_key(model, data: EvaluationData) -> str:
+    code = b"".join((Path(__file__).parent / f"{m}.py").read_bytes()
+                    for m in ("ablation", "evaluation", "hooks", "resume", "components"))
+    spec = [model_fingerprint(model), data.digest(), hashlib.sha256(code).hexdigest(), torch.__version__]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:24]
+
+
+def _ablate_each_head(model, data: EvaluationData, progress: bool) -> tuple[pd.DataFrame, Profile]:
     lay = components.layout(model)
     rows, dense = [], None
     progress_bar = tqdm(total=lay.n_layers * lay.n_heads, desc="ablating heads", disable=not progress)

@@ -8,6 +8,7 @@ model in one call.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -159,6 +160,18 @@ class EvaluationData:
         attention = (windows != tokenizer.pad_token_id).long()
         return cls(windows, score, attention, probes, floor)
 
+
+    def digest(self) -> str:
+        """sha256 of every tensor that determines an evaluation's result (a cache key)."""
+        h = hashlib.sha256()
+        tensors = [self.windows, self.score, self.attention_mask]
+        for task in sorted(self.probes):
+            p = self.probes[task]
+            h.update(task.encode())
+            tensors += [p.input_ids, p.answer_mask, p.attention_mask]
+        for t in tensors:
+            h.update(b"-" if t is None else str(tuple(t.shape)).encode() + t.cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def subset(self, n_probes: int, n_windows: int) -> "EvaluationData":
         """The first `n_probes` probes of every capability and the first `n_windows`

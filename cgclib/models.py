@@ -69,6 +69,17 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """The identity of a model's weights: its config and every tensor in full, so that a
+    pruned or otherwise edited model never reuses what was cached for the original (SAEs,
+    ablation effects)."""
+    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def testbed_dir(name: str) -> Path:
     return data_dir() / name
 

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import components, devices
-from .models import sha256_file
+from .models import model_fingerprint, sha256_file
 from .hooks import head_outputs
 from .paths import cache_dir, data_dir
 
@@ -66,16 +66,6 @@ class HeadSAEConfig:
 
 def head_name(head: Head) -> str:
     return f"L{head[0]}H{head[1]}"
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """The identity of a model's weights: its config and every tensor in full, so that a
-    pruned or otherwise edited model never reuses the SAEs of the original."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def token_mask(ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:

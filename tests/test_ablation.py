@@ -3,6 +3,8 @@
 import math
 
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 
 from cgclib.ablation import capability_drops, head_ablation_effects
@@ -38,3 +40,27 @@ def test_ablation_changes_perplexity_only_through_the_ablated_head():
     effects, _ = head_ablation_effects(model, data, progress=False)
     assert abs(effects.loc[(0, 1), "delta_log_ppl"]) < 1e-6
     assert (effects["delta_log_ppl"].drop((0, 1)).abs() > 1e-6).all()
+
+
+def test_effects_are_cached_by_weights_and_data(tmp_path, monkeypatch):
+    suite = CapabilitySuite(0)
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok))
+    data = EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=6)
+    effects, dense = head_ablation_effects(model, data, progress=False, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+    def no_ablation(*args, **kwargs):
+        raise AssertionError("ablated again although the effects were cached")
+
+    monkeypatch.setattr("cgclib.ablation._ablate_each_head", no_ablation)
+    again, dense_again = head_ablation_effects(model, data, progress=False, cache=tmp_path)
+    pd.testing.assert_frame_equal(again, effects)
+    assert dense_again.perplexity == dense.perplexity
+    with pytest.raises(AssertionError, match="ablated again"):  # other data: computed, not read
+        head_ablation_effects(model, EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=5),
+                              progress=False, cache=tmp_path)
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.bias[0] += 1.0
+    with pytest.raises(AssertionError, match="ablated again"):  # other weights: computed, not read
+        head_ablation_effects(model, data, progress=False, cache=tmp_path)

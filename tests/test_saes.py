@@ -67,7 +67,7 @@ def test_statistics_on_held_out_tokens(tmp_path):
 
 def test_an_edited_model_does_not_reuse_the_saes_of_the_original():
     from cgclib.models import load_model
-    from cgclib.saes import model_fingerprint
+    from cgclib.models import model_fingerprint
 
     model = load_model("testbed-llama", device="cpu").model
     before = model_fingerprint(model)
@@ -104,7 +104,8 @@ def test_the_book_defaults_need_no_sae_training():
     from dataclasses import replace
 
     from cgclib.chapters import get_chapter
-    from cgclib.saes import _cache_key, _stored, model_fingerprint
+    from cgclib.models import model_fingerprint
+    from cgclib.saes import _cache_key, _stored
     from cgclib.subjects import load_subject
 
     p = {name: param.default for name, param in get_chapter("density").parameters().items()}
