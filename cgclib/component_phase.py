@@ -66,14 +66,14 @@ def block_sweep(model, data: EvaluationData, calibration, pad_token_id: int | No
     """Every metric for every block pruned alone (all its linear layers, Wanda) at every
     ratio: one row per (layer, ratio)."""
     grid = _check_grid(ratios)
-    dense = _metrics(evaluate(model, data))
     rows = []
     for layer in tqdm(range(components.layout(model).n_layers), desc="blocks pruned alone", disable=not progress):
-        rows.append({"layer": layer, "ratio": 0.0, **dense})
+        profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))  # blocks before: once
+        rows.append({"layer": layer, "ratio": 0.0, **_metrics(profile)})
         layers = block_linear_layers(model, layer)
         sums = input_square_sums(model, calibration, pad_token_id, layers)  # the block's inputs are dense
         for ratio in grid:
-            with masked(model, wanda_masks(layers, sums, ratio)):
+            with masked(model, wanda_masks(layers, sums, ratio)), resumed_at(model, recorded):
                 rows.append({"layer": layer, "ratio": ratio, **_metrics(evaluate(model, data))})
     return pd.DataFrame(rows)
 

@@ -1,10 +1,18 @@
-"""Critical ratios of single components from sweep tables."""
+"""Single-component sweeps: every row equals a plain evaluation of the model with that
+component pruned, and critical ratios are read correctly from sweep tables."""
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from cgclib.component_phase import critical_ratios, first_collapse, s0_table, transition_table
+from cgclib import components
+from cgclib.component_phase import (_metrics, block_sweep, critical_ratios, first_collapse, head_sweep, s0_table,
+                                    transition_table)
+from cgclib.evaluation import EvaluationData, evaluate
+from cgclib.pruning import input_square_sums, masked, wanda_block_masks, wanda_head_masks
+
+from .tiny_models import TINY
 
 
 def _sweep():
@@ -36,3 +44,24 @@ def test_a_sweep_without_the_dense_point_is_refused():
     sweep = _sweep()
     with pytest.raises(ValueError, match="ratio 0"):
         critical_ratios(sweep[sweep.ratio > 0], ["layer", "head"], ["language"])
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_sweeps_equal_pruning_one_component_and_evaluating_the_whole_model(family):
+    """The sweeps start each evaluation at the pruned block (cgclib.resume); every row must
+    equal a plain evaluation of the model with that one component pruned."""
+    model = TINY[family]()
+    ids = torch.randint(3, 64, (6, 12), generator=torch.Generator().manual_seed(0))
+    data = EvaluationData(torch.randint(3, 64, (5, 12), generator=torch.Generator().manual_seed(1)))
+    ratios = [0.5, 0.7, 0.9]
+    heads = head_sweep(model, data, ids, None, ratios, heads=[(1, 2), (2, 0)], progress=False)
+    blocks = block_sweep(model, data, ids, None, ratios, progress=False)
+    sums = input_square_sums(model, ids, None, {f"{l}.{n}": m for l in (1, 2)
+                                                 for n, m in components.linear_layers(model, l).items()})
+    row = heads.query("layer == 2 and head == 0 and ratio == 0.7").iloc[0]
+    with masked(model, wanda_head_masks(model, sums, 2, 0, 0.7)):
+        assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-12)
+    row = blocks.query("layer == 1 and ratio == 0.9").iloc[0]
+    with masked(model, wanda_block_masks(model, ids, None, {1: 0.9})):
+        assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-12)
+    assert row["language"] != pytest.approx(blocks.query("layer == 1 and ratio == 0").iloc[0]["language"], rel=1e-6)
