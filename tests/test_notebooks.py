@@ -19,3 +19,36 @@ def test_chapter_executes_and_records_its_claims(chapter, ci_chapter_runs):
     records = load_results(result.results)  # validates schema, ids and verdicts
     ids = [r["id"] for r in records]
     assert sorted(ids) == sorted(ci_chapter_runs.spec[chapter]["claims"])
+
+
+def _glued_names(notebook_path) -> set[str]:
+    import nbformat
+
+    nb = nbformat.read(notebook_path, as_version=4)
+    return {o["metadata"]["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+
+
+def _text_references(chapter: str) -> list[tuple[str, str, str]]:
+    """(page, path, key) of every {glue:text} role in the book that names this chapter's
+    notebook, split the way myst-nb splits them: the format spec after the last colon
+    first (so a reference without one loses its key), then the path before '::'."""
+    import re
+
+    refs = []
+    for page in sorted((ROOT / "book").glob("*.md")):
+        for text in re.findall(r"\{glue:text\}`([^`]+)`", page.read_text()):
+            if f"notebooks/{chapter}.md" not in text:
+                continue
+            path, _, name = text.rsplit(":", 1)[0].partition("::")
+            refs.append((page.name, path, name))
+    return refs
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_number_the_book_quotes_is_glued_by_its_notebook(chapter, ci_chapter_runs):
+    glued = _glued_names(ci_chapter_runs(chapter).notebook)
+    for page, path, name in _text_references(chapter):
+        assert path == f"../notebooks/{chapter}.md", f"{page}: malformed glue reference to {path!r}"
+        assert name in glued, f"{page} quotes {name!r}, which the {chapter} notebook does not glue"
