@@ -80,6 +80,26 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def use_fused_gelu(model: torch.nn.Module) -> int:
+    """Compute GPT-2's tanh-approximated GELU ("gelu_new") with PyTorch's fused kernel
+    instead of transformers' Python formula; return how many activations were replaced.
+
+    Both compute 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))); they differ only by
+    rounding (about 1e-7 relative in float32). The Python formula makes seven passes over
+    the MLP's hidden activations, which makes a whole evaluation of the GPT-2 test bed
+    about 40% slower on a CPU. The config and the weights (hence `model_fingerprint`) are
+    unchanged: this is an implementation of the same function, not another model."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    replaced = 0
+    for module in list(model.modules()):
+        for child_name, child in module.named_children():
+            if isinstance(child, NewGELUActivation):
+                setattr(module, child_name, GELUTanh())
+                replaced += 1
+    return replaced
+
+
 def testbed_dir(name: str) -> Path:
     return data_dir() / name
 
@@ -168,5 +188,6 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     tokenizer = AutoTokenizer.from_pretrained(source)
     if device_map is None:
         model.to(dev)
+    use_fused_gelu(model)
     model.eval()
     return LoadedModel(model, tokenizer, name, devices.input_device(model), dt, card)

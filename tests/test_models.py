@@ -25,6 +25,25 @@ def test_testbeds_load_on_cpu_with_their_card(name):
     assert loaded.model(input_ids=ids).logits.shape[-1] == len(loaded.tokenizer)
 
 
+def test_fused_gelu_computes_the_same_function_with_the_same_fingerprint():
+    model = tiny_gpt2()
+    ids = torch.randint(0, 64, (2, 16))
+    reference = model(input_ids=ids).logits
+    fingerprint = models.model_fingerprint(model)
+    assert models.use_fused_gelu(model) == model.config.n_layer  # one activation per MLP
+    assert models.use_fused_gelu(model) == 0
+    torch.testing.assert_close(model(input_ids=ids).logits, reference, rtol=1e-5, atol=1e-5)
+    assert models.model_fingerprint(model) == fingerprint
+    assert models.use_fused_gelu(tiny_llama()) == 0  # SiLU models are left as they are
+
+
+def test_loaded_gpt2_uses_the_fused_gelu():
+    from transformers.activations import NewGELUActivation
+
+    model = load_model("testbed-gpt2", device="cpu").model
+    assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
+
+
 def test_a_corrupt_testbed_is_refused(tmp_path, monkeypatch):
     copy = tmp_path / "testbed-gpt2"
     shutil.copytree(models.testbed_dir("testbed-gpt2"), copy)
