@@ -31,6 +31,7 @@ import torch
 from . import components, devices
 from .absorption import _block_outputs, noise_at, trajectory_drift
 from .evaluation import EvaluationData, evaluate
+from .importance import head_importance
 from .hooks import linear_inputs, residual_stream
 from .linear_blocks import block_moments, fit_block_maps
 from .moments import AffineMap, ridge_scale
@@ -201,6 +202,32 @@ def block_fits_stored(model, ids):
     return fits
 
 
+def head_signals_streamed(model, ids):
+    return head_importance(model, ids, None)
+
+
+@torch.no_grad()
+def head_wanda_one_by_one(model, ids):
+    """The Wanda score of every head the obvious way: per head, a calibration pass that
+    stores that head's inputs to the attention output projection for all tokens, then its
+    score. (It computes one signal; the streamed version computes all five, Taylor's
+    backward pass included, so the ratio understates the gain.)"""
+    lay = components.layout(model)
+    scores = {}
+    for layer in range(lay.n_layers):
+        out_proj = components.attention_output(model, layer)
+        for head in range(lay.n_heads):
+            cols = slice(head * lay.head_dim, (head + 1) * lay.head_dim)
+            stored: list[torch.Tensor] = []
+            with linear_inputs(model, {"o": out_proj}, lambda name, x: stored.append(x[0, 1:, cols])):
+                for row in ids.to(devices.input_device(model)):
+                    model(input_ids=row[None])
+            norms = torch.cat(stored).double().pow(2).sum(0).sqrt()
+            weight = components.weight(out_proj).detach().double()[:, cols]
+            scores[layer, head] = float((weight.abs() * norms).mean(0).sum())
+    return scores
+
+
 def block_allocation(model) -> dict[int, float]:
     """A non-uniform allocation: sparsity rising from 0.3 in the first block to 0.7 in the last."""
     n = components.layout(model).n_layers
@@ -253,6 +280,8 @@ BENCHMARKS = [
               lambda model, ids, size: (ids,)),
     Benchmark("Gram accumulation + ridge fit of every block", block_fits_streamed, block_fits_stored,
               lambda model, ids, size: (ids,)),
+    Benchmark("per-head importance signals (Wanda and four others, every head)", head_signals_streamed,
+              head_wanda_one_by_one, lambda model, ids, size: (ids,)),
     Benchmark("Wanda masks under a block allocation (blocks in order)", allocation_masks_streamed,
               allocation_masks_stored, lambda model, ids, size: (ids, block_allocation(model))),
 ]

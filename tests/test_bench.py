@@ -65,3 +65,12 @@ def test_streamed_and_stored_allocation_masks_agree(small):
     for name in streamed:
         assert torch.equal(streamed[name], stored[name]), name
     assert 0.25 < float(torch.cat([m.flatten() for m in streamed.values()]).float().mean()) < 0.75
+
+
+def test_streamed_and_one_by_one_head_wanda_scores_agree(small):
+    _, model, ids = small
+    streamed = bench.head_signals_streamed(model, ids)["wanda"]
+    one_by_one = bench.head_wanda_one_by_one(model, ids)
+    assert set(one_by_one) == set(streamed.index)
+    for head, score in one_by_one.items():
+        assert streamed[head] == pytest.approx(score, rel=1e-9), head
