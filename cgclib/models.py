@@ -72,8 +72,10 @@ def sha256_file(path: Path) -> str:
 def model_fingerprint(model: torch.nn.Module) -> str:
     """The identity of a model's weights: its config and every tensor in full, so that a
     pruned or otherwise edited model never reuses what was cached for the original (SAEs,
-    ablation effects)."""
-    digest = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    ablation effects). The folder the model was loaded from (`_name_or_path`) is left out:
+    the same checkpoint in another checkout is the same model."""
+    config = {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

@@ -44,6 +44,16 @@ def test_loaded_gpt2_uses_the_fused_gelu():
     assert not any(isinstance(m, NewGELUActivation) for m in model.modules())
 
 
+def test_the_fingerprint_does_not_depend_on_where_the_checkpoint_lies(tmp_path):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(models.testbed_dir("testbed-gpt2"), copy)
+    shipped, moved = load_model("testbed-gpt2", device="cpu").model, load_model(str(copy), device="cpu").model
+    assert models.model_fingerprint(moved) == models.model_fingerprint(shipped)
+    with torch.no_grad():
+        next(moved.parameters())[0, 0] += 1.0
+    assert models.model_fingerprint(moved) != models.model_fingerprint(shipped)
+
+
 def test_a_corrupt_testbed_is_refused(tmp_path, monkeypatch):
     copy = tmp_path / "testbed-gpt2"
     shutil.copytree(models.testbed_dir("testbed-gpt2"), copy)
