@@ -82,22 +82,71 @@ class ProbeResult:
         return float(math.exp(self.answer_nll.sum() / self.answer_tokens.sum()))
 
 
+MAX_BATCH_TOKENS = 2**15  # logits of a batch: tokens x vocabulary; 6.6 GB in float32 for GPT-2's vocabulary
+PASS_COST_TOKENS = 128  # a forward pass costs about as much as this many more tokens (test beds, CPU)
+
+
+def length_batches(used: torch.Tensor, max_rows: int,
+                   max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[torch.Tensor, int]]:
+    """Batches of right-padded rows, as (row indices, width): rows of similar length go
+    together and each batch is cut to its longest row. `used` (rows, width) marks the
+    positions a row needs (nonzero); trailing columns no row of a batch needs are dropped.
+
+    Dropping them changes nothing for the rows (attention is causal and padding is masked),
+    and the padding no longer computed is most of it on the test beds (their language
+    paragraphs fill about a third of their rows). Rows are sorted by length and grouped by
+    equal length; a dynamic programme over the group boundaries picks the batches whose
+    cost, padded tokens plus PASS_COST_TOKENS per forward pass, is least. A batch holds at
+    most `max_rows` rows and `max_tokens` padded tokens."""
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+    if used.shape[0] == 0:
+        return []
+    lengths = (used.ne(0) * torch.arange(1, used.shape[1] + 1)).amax(dim=1).clamp(min=1)
+    order = torch.sort(lengths, stable=True).indices
+    widths, counts = torch.unique_consecutive(lengths[order], return_counts=True)
+    widths, edges = widths.tolist(), [0, *torch.cumsum(counts, 0).tolist()]
+
+    def rows_per_batch(width: int) -> int:
+        return max(1, min(max_rows, max_tokens // width))
+
+    def cost(a: int, b: int) -> float:  # groups a..b-1 together, padded to the width of group b-1
+        rows, width = edges[b] - edges[a], widths[b - 1]
+        return math.ceil(rows / rows_per_batch(width)) * PASS_COST_TOKENS + rows * width
+
+    best, cut = [0.0] + [math.inf] * len(widths), [0] * (len(widths) + 1)
+    for b in range(1, len(widths) + 1):
+        for a in range(b):
+            c = best[a] + cost(a, b)
+            if c < best[b]:
+                best[b], cut[b] = c, a
+    batches, b = [], len(widths)
+    while b > 0:
+        a = cut[b]
+        rows = order[edges[a]:edges[b]]
+        step = rows_per_batch(widths[b - 1])
+        chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
+        batches = [(chunk, int(lengths[chunk].max())) for chunk in chunks] + batches
+        b = a
+    return batches
+
+
 @torch.no_grad()
 def evaluate_probes(model, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
     device = model_device(model)
-    correct, nll = [], []
-    for start in range(0, len(probes), batch_size):
-        ids = probes.input_ids[start:start + batch_size].to(device)
-        attention = probes.attention_mask[start:start + batch_size].to(device)
-        mask = probes.answer_mask[start:start + batch_size, 1:].to(device)
+    correct = torch.zeros(len(probes), dtype=torch.bool)
+    nll = torch.zeros(len(probes), dtype=torch.float64)
+    for rows, width in length_batches(probes.attention_mask, batch_size):
+        ids = probes.input_ids[rows, :width].to(device)
+        attention = probes.attention_mask[rows, :width].to(device)
+        mask = probes.answer_mask[rows, 1:width].to(device)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         targets = ids[:, 1:]
         hit = (logits.argmax(-1) == targets) | ~mask
-        correct.append(hit.all(dim=1).cpu())
+        correct[rows] = hit.all(dim=1).cpu()
         token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        nll.append((token_nll * mask).sum(dim=1).cpu())
-    return ProbeResult(probes.task, torch.cat(correct).numpy(), torch.cat(nll).double().numpy(),
-                       probes.answer_mask[:, 1:].sum(dim=1).numpy())
+        nll[rows] = (token_nll * mask).sum(dim=1).double().cpu()
+    return ProbeResult(probes.task, correct.numpy(), nll.numpy(), probes.answer_mask[:, 1:].sum(dim=1).numpy())
 
 
 @dataclass(frozen=True)
@@ -124,19 +173,21 @@ def perplexity(model, windows: torch.Tensor, score: torch.Tensor | None = None, 
         score[:, 0] = False
     if score.shape != windows.shape:
         raise ValueError(f"score mask shape {tuple(score.shape)} differs from windows {tuple(windows.shape)}")
-    nll, counts = [], []
-    starts = range(0, len(windows), batch_size)
-    for start in tqdm(starts, desc="perplexity", disable=not progress, leave=False):
-        ids = windows[start:start + batch_size].to(device)
-        attention = None if attention_mask is None else attention_mask[start:start + batch_size].to(device)
+    nll = torch.zeros(len(windows), dtype=torch.float64)
+    counts = torch.zeros(len(windows), dtype=torch.long)
+    real = torch.ones_like(windows) if attention_mask is None else attention_mask
+    for rows, width in tqdm(length_batches(real | score, batch_size), desc="perplexity", disable=not progress,
+                            leave=False):
+        ids = windows[rows, :width].to(device)
+        attention = None if attention_mask is None else attention_mask[rows, :width].to(device)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         targets = ids[:, 1:]
-        keep = score[start:start + batch_size, 1:].to(device)
+        keep = score[rows, 1:width].to(device)
         token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        nll.append((token_nll * keep).sum(dim=1).double().cpu())
-        counts.append(keep.sum(dim=1).cpu())
-    window_nll = torch.cat(nll).numpy()
-    window_tokens = torch.cat(counts).numpy()
+        nll[rows] = (token_nll * keep).sum(dim=1).double().cpu()
+        counts[rows] = keep.sum(dim=1).cpu()
+    window_nll = nll.numpy()
+    window_tokens = counts.numpy()
     return PerplexityResult(float(math.exp(window_nll.sum() / window_tokens.sum())), window_nll, window_tokens)
 
 
@@ -207,25 +258,17 @@ class Profile:
         return pd.DataFrame(rows).set_index("capability")
 
 
-MAX_BATCH_TOKENS = 2**15  # logits of a batch: tokens x vocabulary; 6.6 GB in float32 for GPT-2's vocabulary
-
-
-def _rows_per_batch(batch_size: int, rows: torch.Tensor) -> int:
-    """At most `batch_size` rows and at most MAX_BATCH_TOKENS tokens per forward pass."""
-    return max(1, min(batch_size, MAX_BATCH_TOKENS // max(1, rows.shape[1])))
-
-
 def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
-    """Perplexity and every capability of `model` on `data`, in batches of at most
-    `batch_size` rows and MAX_BATCH_TOKENS tokens."""
+    """Perplexity and every capability of `model` on `data`, in batches of rows of similar
+    length (`length_batches`) of at most `batch_size` rows and MAX_BATCH_TOKENS tokens."""
     was_training = model.training
     model.eval()
     try:
-        language = perplexity(model, data.windows, data.score, batch_size=_rows_per_batch(batch_size, data.windows),
+        language = perplexity(model, data.windows, data.score, batch_size=batch_size,
                               attention_mask=data.attention_mask)
         caps = {}
         for task, probes in tqdm(data.probes.items(), desc="capabilities", disable=not progress, leave=False):
-            caps[task] = evaluate_probes(model, probes, batch_size=_rows_per_batch(batch_size, probes.input_ids))
+            caps[task] = evaluate_probes(model, probes, batch_size=batch_size)
     finally:
         model.train(was_training)
     return Profile(language, caps)

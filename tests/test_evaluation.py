@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgclib.evaluation import EvaluationData, build_probe_set, evaluate, evaluate_probes, perplexity
+from cgclib.evaluation import EvaluationData, build_probe_set, evaluate, evaluate_probes, length_batches, perplexity
 from cgclib.suite import CapabilitySuite
 
 
@@ -139,3 +139,42 @@ def test_subset_keeps_the_first_examples():
     assert small.windows.shape[0] == 3 and torch.equal(small.windows, data.windows[:3])
     for task, probes in small.probes.items():
         assert len(probes) == 5 and probes.examples == data.probes[task].examples[:5]
+
+
+@pytest.mark.parametrize("max_rows, max_tokens", [(256, 2**15), (5, 2**15), (256, 40)])
+def test_length_batches_cover_every_row_once_within_the_limits(max_rows, max_tokens):
+    lengths = torch.tensor([3, 17, 5, 5, 40, 12, 3, 9, 17, 1, 26, 5] * 3)
+    used = (torch.arange(40)[None, :] < lengths[:, None]).long()
+    batches = length_batches(used, max_rows, max_tokens)
+    rows = torch.cat([r for r, _ in batches])
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    for r, width in batches:
+        assert width == int(lengths[r].max())  # cut to the longest row, which fits whole
+        assert len(r) <= max_rows and (len(r) == 1 or len(r) * width <= max_tokens)
+    padded = sum(len(r) * w for r, w in batches)
+    assert padded < used.numel()
+
+
+def test_length_batches_of_equal_rows_are_the_fewest_full_batches():
+    batches = length_batches(torch.ones(10, 64), max_rows=4)
+    assert sorted(len(r) for r, _ in batches) == [2, 4, 4] and {w for _, w in batches} == {64}
+    with pytest.raises(ValueError, match="max_rows"):
+        length_batches(torch.ones(2, 3), max_rows=0)
+
+
+def test_trimmed_batches_give_the_same_results_as_one_row_at_a_time(suite):
+    from tests.tiny_models import tiny_gpt2
+
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok)).double()
+    data = EvaluationData.for_testbed(suite, tok, n_probes=12, n_paragraphs=12)
+    data.windows, data.score, data.attention_mask = (t[:, :32] for t in (data.windows, data.score, data.attention_mask))
+    batched, single = evaluate(model, data), evaluate(model, data, batch_size=1)  # logits are compared in float32
+    np.testing.assert_allclose(batched.language.window_nll, single.language.window_nll, rtol=1e-6)
+    with torch.no_grad():  # the untrimmed computation: every row padded to the full width
+        logits = model(input_ids=data.windows, attention_mask=data.attention_mask).logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), data.windows[:, 1:], reduction="none")
+    np.testing.assert_allclose(batched.language.window_nll, (nll * data.score[:, 1:]).sum(1).double(), rtol=1e-6)
+    for task in data.probes:
+        np.testing.assert_allclose(batched.capabilities[task].answer_nll, single.capabilities[task].answer_nll, rtol=1e-6)
+        assert (batched.capabilities[task].correct == single.capabilities[task].correct).all()
