@@ -89,8 +89,9 @@ def use_fused_gelu(model: torch.nn.Module) -> int:
     Both compute 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))); they differ only by
     rounding (about 1e-7 relative in float32). The Python formula makes seven passes over
     the MLP's hidden activations; the fused kernel makes a whole evaluation of the GPT-2
-    test bed about 18% faster on a 2-core CPU. The config and the weights (hence `model_fingerprint`) are
-    unchanged: this is an implementation of the same function, not another model."""
+    test bed about 18% faster on a 2-core CPU. The config and the weights (hence
+    `model_fingerprint`) are unchanged: another implementation of the same function, not
+    another model."""
     from transformers.activations import GELUTanh, NewGELUActivation
 
     replaced = 0

@@ -48,7 +48,8 @@ def _text_references(chapter: str) -> list[tuple[str, str, str]]:
 @pytest.mark.notebooks
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_number_the_book_quotes_is_glued_by_its_notebook(chapter, ci_chapter_runs):
-    glued = _glued_names(ci_chapter_runs(chapter).notebook)
-    for page, path, name in _text_references(chapter):
+    glued, references = _glued_names(ci_chapter_runs(chapter).notebook), _text_references(chapter)
+    assert references, f"the book quotes nothing from the {chapter} notebook (its rerun box at least)"
+    for page, path, name in references:
         assert path == f"../notebooks/{chapter}.md", f"{page}: malformed glue reference to {path!r}"
         assert name in glued, f"{page} quotes {name!r}, which the {chapter} notebook does not glue"
