@@ -102,7 +102,7 @@ def length_batches(used: torch.Tensor, max_rows: int,
         raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     if used.shape[0] == 0:
         return []
-    lengths = (used.ne(0) * torch.arange(1, used.shape[1] + 1)).amax(dim=1).clamp(min=1)
+    lengths = (used.ne(0) * torch.arange(1, used.shape[1] + 1, device=used.device)).amax(dim=1).clamp(min=1).cpu()
     order = torch.sort(lengths, stable=True).indices
     widths, counts = torch.unique_consecutive(lengths[order], return_counts=True)
     widths, edges = widths.tolist(), [0, *torch.cumsum(counts, 0).tolist()]
