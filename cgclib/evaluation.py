@@ -2,8 +2,10 @@
 
 Both run in batches without gradients on the model's device, and return per-example
 numbers as well as the totals, so that chapters can bootstrap confidence intervals over
-evaluation examples. `evaluate` returns the whole profile of a (possibly compressed)
-model in one call.
+evaluation examples. Both are one computation (`score_rows`): per row, the NLL of the
+tokens that count and whether each was the top prediction. `evaluate` returns the whole
+profile of a (possibly compressed) model in one call, language rows and probes sharing
+forward passes.
 """
 
 from __future__ import annotations
@@ -131,22 +133,48 @@ def length_batches(used: torch.Tensor, max_rows: int,
     return batches
 
 
+@dataclass(frozen=True)
+class RowScores:
+    """Per row of a batch of right-padded sequences: the summed NLL of its scored tokens,
+    their number, and whether the model's top prediction was right at every one of them."""
+
+    nll: np.ndarray      # (rows,) float64
+    tokens: np.ndarray   # (rows,) int
+    exact: np.ndarray    # (rows,) bool
+
+
 @torch.no_grad()
-def evaluate_probes(model, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
+def score_rows(model, input_ids: torch.Tensor, scored: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               batch_size: int = 256, progress: bool = False) -> RowScores:
+    """Score every row of `input_ids` (rows, width): `scored[i, t]` marks token t as one
+    that counts, predicted from positions < t (column 0 never counts). `attention_mask`
+    marks real tokens against padding (None: every token is real). Rows run in
+    `length_batches`, so rows of any origin and length can share forward passes."""
+    if scored.shape != input_ids.shape:
+        raise ValueError(f"score mask shape {tuple(scored.shape)} differs from the rows {tuple(input_ids.shape)}")
     device = model_device(model)
-    correct = torch.zeros(len(probes), dtype=torch.bool)
-    nll = torch.zeros(len(probes), dtype=torch.float64)
-    for rows, width in length_batches(probes.attention_mask, batch_size):
-        ids = probes.input_ids[rows, :width].to(device)
-        attention = probes.attention_mask[rows, :width].to(device)
-        mask = probes.answer_mask[rows, 1:width].to(device)
+    n = len(input_ids)
+    nll = torch.zeros(n, dtype=torch.float64)
+    tokens = torch.zeros(n, dtype=torch.long)
+    exact = torch.zeros(n, dtype=torch.bool)
+    real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    for rows, width in tqdm(length_batches(real.bool() | scored.bool(), batch_size), desc="evaluation",
+                            disable=not progress, leave=False):
+        ids = input_ids[rows, :width].to(device)
+        attention = None if attention_mask is None else attention_mask[rows, :width].to(device)
+        keep = scored[rows, 1:width].to(device).bool()
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         targets = ids[:, 1:]
-        hit = (logits.argmax(-1) == targets) | ~mask
-        correct[rows] = hit.all(dim=1).cpu()
+        exact[rows] = ((logits.argmax(-1) == targets) | ~keep).all(dim=1).cpu()
         token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        nll[rows] = (token_nll * mask).sum(dim=1).double().cpu()
-    return ProbeResult(probes.task, correct.numpy(), nll.numpy(), probes.answer_mask[:, 1:].sum(dim=1).numpy())
+        nll[rows] = (token_nll * keep).sum(dim=1).double().cpu()
+        tokens[rows] = keep.sum(dim=1).cpu()
+    return RowScores(nll.numpy(), tokens.numpy(), exact.numpy())
+
+
+def evaluate_probes(model, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
+    rows = score_rows(model, probes.input_ids, probes.answer_mask, probes.attention_mask, batch_size)
+    return ProbeResult(probes.task, rows.exact, rows.nll, rows.tokens)
 
 
 @dataclass(frozen=True)
@@ -160,35 +188,26 @@ class PerplexityResult:
         return int(self.window_tokens.sum())
 
 
-@torch.no_grad()
+def _language_score(windows: torch.Tensor, score: torch.Tensor | None,
+                    attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The tokens of language rows that count: `score` if given, else every real token but
+    the first of each row."""
+    if score is not None:
+        return score
+    score = torch.ones_like(windows, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
+    score[:, 0] = False
+    return score
+
+
 def perplexity(model, windows: torch.Tensor, score: torch.Tensor | None = None, batch_size: int = 64,
                attention_mask: torch.Tensor | None = None, progress: bool = False) -> PerplexityResult:
     """Perplexity over the tokens of `windows` (batch, seq), each predicted from its prefix.
     `score` (same shape, bool) marks the tokens that count; by default every real token
     (per `attention_mask`, else every token) but the first of each row. `attention_mask`
     marks real tokens (1) against padding (0)."""
-    device = model_device(model)
-    if score is None:
-        score = torch.ones_like(windows, dtype=torch.bool) if attention_mask is None else attention_mask.bool().clone()
-        score[:, 0] = False
-    if score.shape != windows.shape:
-        raise ValueError(f"score mask shape {tuple(score.shape)} differs from windows {tuple(windows.shape)}")
-    nll = torch.zeros(len(windows), dtype=torch.float64)
-    counts = torch.zeros(len(windows), dtype=torch.long)
-    real = torch.ones_like(windows) if attention_mask is None else attention_mask
-    for rows, width in tqdm(length_batches(real | score, batch_size), desc="perplexity", disable=not progress,
-                            leave=False):
-        ids = windows[rows, :width].to(device)
-        attention = None if attention_mask is None else attention_mask[rows, :width].to(device)
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-        targets = ids[:, 1:]
-        keep = score[rows, 1:width].to(device)
-        token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        nll[rows] = (token_nll * keep).sum(dim=1).double().cpu()
-        counts[rows] = keep.sum(dim=1).cpu()
-    window_nll = nll.numpy()
-    window_tokens = counts.numpy()
-    return PerplexityResult(float(math.exp(window_nll.sum() / window_tokens.sum())), window_nll, window_tokens)
+    rows = score_rows(model, windows, _language_score(windows, score, attention_mask), attention_mask,
+                      batch_size, progress)
+    return PerplexityResult(float(math.exp(rows.nll.sum() / rows.tokens.sum())), rows.nll, rows.tokens)
 
 
 @dataclass
@@ -258,19 +277,41 @@ class Profile:
         return pd.DataFrame(rows).set_index("capability")
 
 
+def _rows_of(data: EvaluationData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]]:
+    """Every row of `data`, language first and then each capability's probes, padded to one
+    width: (input ids, scored tokens, attention mask or None, row counts per part)."""
+    language_score = _language_score(data.windows, data.score, data.attention_mask)
+    if not data.probes:
+        return data.windows, language_score, data.attention_mask, [len(data.windows)]
+    width = max(data.windows.shape[1], *(p.input_ids.shape[1] for p in data.probes.values()))
+
+    def padded(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]))
+
+    language_attention = torch.ones_like(data.windows) if data.attention_mask is None else data.attention_mask
+    parts = [(data.windows, language_score, language_attention)]
+    parts += [(p.input_ids, p.answer_mask, p.attention_mask) for p in data.probes.values()]
+    ids, scored, attention = (torch.cat([padded(part[i]) for part in parts]) for i in range(3))
+    return ids, scored, attention, [len(part[0]) for part in parts]
+
+
 def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
-    """Perplexity and every capability of `model` on `data`, in batches of rows of similar
-    length (`length_batches`) of at most `batch_size` rows and MAX_BATCH_TOKENS tokens."""
+    """Perplexity and every capability of `model` on `data`. The language rows and every
+    capability's probes share forward passes: all rows go through `score_rows` together, in
+    batches of rows of similar length (`length_batches`) of at most `batch_size` rows and
+    MAX_BATCH_TOKENS tokens, which takes fewer passes than scoring each part on its own."""
+    ids, scored, attention, counts = _rows_of(data)
     was_training = model.training
     model.eval()
     try:
-        language = perplexity(model, data.windows, data.score, batch_size=batch_size,
-                              attention_mask=data.attention_mask)
-        caps = {}
-        for task, probes in tqdm(data.probes.items(), desc="capabilities", disable=not progress, leave=False):
-            caps[task] = evaluate_probes(model, probes, batch_size=batch_size)
+        rows = score_rows(model, ids, scored, attention, batch_size, progress)
     finally:
         model.train(was_training)
+    ends = np.cumsum(counts)
+    nll, tokens = rows.nll[:ends[0]], rows.tokens[:ends[0]]
+    language = PerplexityResult(float(math.exp(nll.sum() / tokens.sum())), nll, tokens)
+    caps = {task: ProbeResult(task, rows.exact[a:b], rows.nll[a:b], rows.tokens[a:b])
+            for task, a, b in zip(data.probes, ends[:-1], ends[1:])}
     return Profile(language, caps)
 
 

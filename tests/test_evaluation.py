@@ -178,3 +178,22 @@ def test_trimmed_batches_give_the_same_results_as_one_row_at_a_time(suite):
     for task in data.probes:
         np.testing.assert_allclose(batched.capabilities[task].answer_nll, single.capabilities[task].answer_nll, rtol=1e-6)
         assert (batched.capabilities[task].correct == single.capabilities[task].correct).all()
+
+
+def test_language_and_probes_sharing_passes_score_as_each_part_alone(suite):
+    from tests.tiny_models import tiny_gpt2
+
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok)).double()
+    data = EvaluationData.for_testbed(suite, tok, n_probes=12, n_paragraphs=12)
+    together = evaluate(model, data, batch_size=16)
+    alone = perplexity(model, data.windows, data.score, batch_size=5, attention_mask=data.attention_mask)
+    np.testing.assert_allclose(together.language.window_nll, alone.window_nll, rtol=1e-6)
+    assert np.array_equal(together.language.window_tokens, alone.window_tokens)
+    for task, probes in data.probes.items():
+        part = evaluate_probes(model, probes, batch_size=5)
+        mine = together.capabilities[task]
+        np.testing.assert_allclose(mine.answer_nll, part.answer_nll, rtol=1e-6)
+        assert np.array_equal(mine.correct, part.correct) and np.array_equal(mine.answer_tokens, part.answer_tokens)
+    wrong = evaluate(Oracle(len(tok)), EvaluationData(data.windows[:3], probes={"copy": data.probes["copy"]}))
+    assert wrong.perplexity < 1.01 and wrong.capabilities["copy"].accuracy == 1.0  # no attention mask given
