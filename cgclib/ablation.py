@@ -25,7 +25,7 @@ from .hooks import ablated_heads
 from .models import model_fingerprint
 from .paths import cache_dir
 from .resume import recorded_inputs, resumed_at
-from .storage import atomic_write_json
+from .storage import atomic_write_json, computed_once
 
 
 def _effects(dense: Profile, ablated: Profile) -> dict:
@@ -44,17 +44,19 @@ def head_ablation_effects(model, data: EvaluationData, progress: bool = True,
 
     The table is cached (under `.cache/ablations` unless `cache` says where), keyed by the
     model's weights, the evaluation data and the source of the code that computes it, so
-    that two chapters that ablate the same heads on the same data compute it once."""
+    that two chapters that ablate the same heads on the same data compute it once, also when
+    they run at the same time."""
     path = Path(cache or cache_dir() / "ablations") / f"{_cache_key(model, data)}.json"
-    if path.is_file():
+    with computed_once(path):
+        if not path.is_file():
+            effects, dense = _ablate_each_head(model, data, progress)
+            if np.isfinite(effects.to_numpy()).all():
+                atomic_write_json(path, {"index": [list(i) for i in effects.index], "columns": list(effects.columns),
+                                         "rows": effects.to_numpy().tolist()})
+            return effects, dense
         stored = json.loads(path.read_text())
-        index = pd.MultiIndex.from_tuples([tuple(i) for i in stored["index"]], names=["layer", "head"])
-        return pd.DataFrame(stored["rows"], index=index, columns=stored["columns"]), evaluate(model, data)
-    effects, dense = _ablate_each_head(model, data, progress)
-    if np.isfinite(effects.to_numpy()).all():
-        atomic_write_json(path, {"index": [list(i) for i in effects.index], "columns": list(effects.columns),
-                                 "rows": effects.to_numpy().tolist()})
-    return effects, dense
+    index = pd.MultiIndex.from_tuples([tuple(i) for i in stored["index"]], names=["layer", "head"])
+    return pd.DataFrame(stored["rows"], index=index, columns=stored["columns"]), evaluate(model, data)
 
 
 def _cache_key(model, data: EvaluationData) -> str:

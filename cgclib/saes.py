@@ -34,6 +34,7 @@ from . import components, devices
 from .models import model_fingerprint, sha256_file
 from .hooks import head_outputs
 from .paths import cache_dir, data_dir
+from .storage import computed_once
 
 Head = tuple[int, int]
 MANIFEST = "MANIFEST.json"
@@ -153,9 +154,7 @@ def _cache_key(fingerprint: str, ids: torch.Tensor, pad_token_id: int | None, he
 def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: HeadSAEConfig = HeadSAEConfig(),
                     heads: list[Head] | None = None, cache: Path | None = None) -> dict[Head, "sae_lens.SAE"]:
     """One trained TopK SAE per head, from the cache when available (see module docstring)."""
-    from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+    from sae_lens import SAE
 
     lay = components.layout(model)
     heads = heads or [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]
@@ -164,15 +163,32 @@ def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: Hea
     cache = Path(cache or cache_dir() / "saes")
     fingerprint = model_fingerprint(model)
     keys = {head: _cache_key(fingerprint, ids, pad_token_id, head, cfg) for head in heads}
-    saes = {}
-    for head, key in keys.items():
-        folder = _stored(key, cache)
-        if folder is not None:
-            saes[head] = SAE.load_from_disk(folder, device=str(devices.input_device(model)))
-    missing = [head for head in heads if head not in saes]
-    if not missing:
-        return {head: saes[head] for head in heads}
+    saes: dict[Head, SAE] = {}
 
+    def load_stored() -> list[Head]:  # the heads still missing
+        for head, key in keys.items():
+            folder = None if head in saes else _stored(key, cache)
+            if folder is not None:
+                saes[head] = SAE.load_from_disk(folder, device=str(devices.input_device(model)))
+        return [head for head in heads if head not in saes]
+
+    if load_stored():
+        with computed_once(cache / ".training"):  # one training at a time per cache folder
+            missing = load_stored()  # another run may have trained them meanwhile
+            if missing:
+                _train(model, ids, pad_token_id, cfg, missing, keys, cache, saes)
+    return {head: saes[head] for head in heads}
+
+
+def _train(model, ids: torch.Tensor, pad_token_id: int | None, cfg: HeadSAEConfig, missing: list[Head],
+           keys: dict[Head, str], cache: Path, saes: dict) -> None:
+    """Train the SAEs of the `missing` heads together, store each in the cache under its
+    key and add it to `saes`."""
+    from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+
+    lay = components.layout(model)
     device = devices.input_device(model)
     torch.manual_seed(cfg.seed)
     training = {
@@ -201,7 +217,6 @@ def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: Hea
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         saes[head] = SAE.load_from_disk(final, device=str(device))
-    return {head: saes[head] for head in heads}
 
 
 def shipped_dir() -> Path:

@@ -2,7 +2,9 @@
 
 Every result file is written to a temporary file in the same folder and then renamed over
 the target (`os.replace` is atomic on POSIX and Windows), so an interrupted run leaves
-either the old complete file or the new complete file, never a truncated one.
+either the old complete file or the new complete file, never a truncated one. Cached
+results that several runs at once may need (chapters executed side by side, sweep jobs on
+one machine) are computed under `computed_once`, so that only one of them computes each.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from filelock import FileLock
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -48,3 +53,14 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     _reject_non_finite(obj)
     text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def computed_once(path: Path) -> Iterator[None]:
+    """Hold an inter-process lock on `path` (the file `<path>.lock`) for the duration. A run
+    that checks for a cached result and computes it inside the context is the only one doing
+    so: the others wait, then find the result written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        yield

@@ -1,7 +1,9 @@
-"""Atomic writes: a failure mid-write leaves the previous file intact and no debris."""
+"""Atomic writes: a failure mid-write leaves the previous file intact and no debris; runs at
+once compute a cached result once."""
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +37,32 @@ def test_non_finite_numbers_are_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="non-finite"):
         atomic_write_json(tmp_path / "r.json", bad)
     assert not (tmp_path / "r.json").exists()
+
+
+def _compute_once_slowly(result: str, log: str) -> None:
+    """What a cached computation does: check for the result, else compute it (slowly) and
+    write it. The log gets a line per computation."""
+    import time
+
+    from cgclib.storage import computed_once
+
+    with computed_once(Path(result)):
+        if not Path(result).exists():
+            with open(log, "a") as handle:
+                handle.write("computed\n")
+            time.sleep(0.5)
+            atomic_write_json(Path(result), {"value": 1})
+
+
+def test_runs_at_once_compute_a_cached_result_once(tmp_path):
+    import multiprocessing
+
+    result, log = tmp_path / "cache" / "table.json", tmp_path / "log"
+    runs = [multiprocessing.get_context("spawn").Process(target=_compute_once_slowly, args=(str(result), str(log)))
+            for _ in range(3)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=60)
+    assert [run.exitcode for run in runs] == [0, 0, 0]
+    assert log.read_text() == "computed\n" and json.loads(result.read_text()) == {"value": 1}
