@@ -36,8 +36,10 @@ $(MATHJAX)/tex-chtml-full.js: package.json package-lock.json
 
 static: $(MATHJAX)/tex-chtml-full.js
 
+# Every chapter is executed afresh (several at once) into the cache the Sphinx build reads.
 book: $(STAMP) static
 	rm -rf _build/results _build/.jupyter_cache
+	$(BIN)/cgc execute $(if $(JOBS),--jobs $(JOBS))
 	$(BIN)/jupyter-book build . --all -W -n --keep-going
 
 # Headless Chromium for the browser test, from Debian (no browser download). Where it cannot
@@ -56,10 +58,11 @@ testbed: $(STAMP)
 	$(BIN)/python -m cgclib.testbed train --all
 
 # A book build with an empty cache and the shipped SAEs ignored trains exactly the SAEs the
-# default chapters need; those are then shipped in data/saes with their manifest.
+# default chapters need; those are then shipped in data/saes with their manifest. Chapters run
+# one at a time here, so that the SAEs are trained in book order, as the shipped ones were.
 saes: $(STAMP) static
 	rm -rf _build/saes-cache
-	CGC_CACHE_DIR=_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book
+	CGC_CACHE_DIR=_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book JOBS=1
 	$(BIN)/python -m cgclib.saes ship _build/saes-cache/saes
 
 bench: $(STAMP)

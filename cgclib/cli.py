@@ -4,6 +4,7 @@
     cgc run density -p model gpt2-medium -p device cuda
     cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
     cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
+    cgc execute                                                # every chapter into the book's cache (make book)
 """
 
 from __future__ import annotations
@@ -68,6 +69,22 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _cmd_execute(args) -> int:
+    from .book_execution import execute_chapters
+
+    failed = [e for e in execute_chapters(args.root, args.jobs) if e.error is not None]
+    for execution in failed:
+        print(f"\n{execution.path} failed:\n{execution.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgc", description="Chapters of the CGC research companion.")
     parser.add_argument("--root", type=Path, default=None,
@@ -97,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="where run folders go (default: runs/ under the book root)")
     p_sweep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p_sweep.set_defaults(func=_cmd_sweep)
+
+    p_execute = sub.add_parser("execute", help="execute every chapter with its defaults into the book's execution "
+                                               "cache, several at once (`make book` does this before rendering)")
+    p_execute.add_argument("--jobs", type=_positive_int, default=None,
+                           help="chapters at once (default: one per CPU core)")
+    p_execute.set_defaults(func=_cmd_execute)
     return parser
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import re
 import time
 from dataclasses import asdict, dataclass, fields
@@ -271,12 +272,19 @@ def glue_values(values: dict[str, Any], prefix: str = "") -> None:
 
 
 def machine() -> str:
-    """The machine a chapter ran on, in words: the GPU if there is one, else the CPU threads."""
+    """The machine a chapter ran on, in words: the GPU if there is one, else the CPU threads;
+    and how many chapters shared it (`cgc execute` runs several at once)."""
     import torch
 
+    from .book_execution import AT_ONCE
+
     if torch.cuda.is_available():
-        return f"one {torch.cuda.get_device_name()} GPU"
-    return f"a CPU with {torch.get_num_threads()} threads"
+        where = f"one {torch.cuda.get_device_name()} GPU"
+    else:
+        threads = torch.get_num_threads()
+        where = f"a CPU with {threads} thread{'s' if threads != 1 else ''}"
+    at_once = int(os.environ.get(AT_ONCE, "1"))
+    return where + (f", shared by {at_once} chapters running at once" if at_once > 1 else "")
 
 
 class Ledger:
