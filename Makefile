@@ -59,7 +59,7 @@ testbed: $(STAMP)
 
 # A book build with an empty cache and the shipped SAEs ignored trains exactly the SAEs the
 # default chapters need; those are then shipped in data/saes with their manifest. Chapters run
-# one at a time here, so that the SAEs are trained in book order, as the shipped ones were.
+# one at a time here, in book order, so that which chapter trains which SAEs never depends on timing.
 saes: $(STAMP) static
 	rm -rf _build/saes-cache
 	CGC_CACHE_DIR=_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book JOBS=1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,13 +38,21 @@ class Execution:
     error: str | None         # the traceback of a failed cell
 
 
-def _execute(path: Path, timeout: int) -> Execution:
-    """Execute one MyST notebook in its own folder (as the book build does)."""
+def _execute(path: Path, timeout: int, myst_extensions: list[str]) -> Execution:
+    """Execute one MyST notebook in its own folder, read as the book's Sphinx build reads it
+    (so that myst-nb finds it in the cache); any failure is returned, not raised, so that the
+    other chapters still run and are reported."""
     from jupyter_cache.executors.utils import single_nb_execution
-    from myst_nb.core.read import myst_nb_reader_plugin
+    from myst_nb.core.read import read_myst_markdown_notebook
+    from myst_parser.config.main import MdParserConfig
 
-    notebook = myst_nb_reader_plugin(str(path))
-    result = single_nb_execution(notebook, cwd=str(path.parent), timeout=timeout, allow_errors=False)
+    started = time.perf_counter()
+    try:
+        notebook = read_myst_markdown_notebook(path.read_text("utf8"), MdParserConfig(
+            enable_extensions=set(myst_extensions)), add_source_map=True, path=str(path))
+        result = single_nb_execution(notebook, cwd=str(path.parent), timeout=timeout, allow_errors=False)
+    except Exception:  # a notebook that cannot be read, a kernel that died or did not start
+        return Execution(path, None, time.perf_counter() - started, traceback.format_exc())
     if result.err is not None:
         return Execution(path, None, result.time, result.exc_string or repr(result.err))
     return Execution(path, notebook, result.time, None)
@@ -59,15 +68,20 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def execute_chapters(root: Path, jobs: int | None = None, timeout: int = 1800) -> list[Execution]:
+def execute_chapters(root: Path, jobs: int | None = None) -> list[Execution]:
     """Execute every chapter into the book's execution cache, `jobs` at a time (default: one
-    per CPU core, at most one per chapter); return the executions in book order. Failed
-    chapters are not cached, so the Sphinx build would run them again and stop at the error."""
+    per CPU core, at most one per chapter), with the cell timeout of `_config.yml`; return
+    the executions in book order. Failed chapters are not cached, so the Sphinx build would
+    run them again and stop at the error."""
+    import yaml
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
+    config = yaml.safe_load((root / "_config.yml").read_text()) or {}
+    timeout = (config.get("execute") or {}).get("timeout", 30)  # Jupyter Book's default
+    myst_extensions = (config.get("parse") or {}).get("myst_enable_extensions", [])
     paths = [chapter.path for chapter in list_chapters(root).values()]
     if not paths:
         raise ValueError(f"{root / '_toc.yml'} lists no chapter notebooks")
@@ -77,7 +91,7 @@ def execute_chapters(root: Path, jobs: int | None = None, timeout: int = 1800) -
     started = time.perf_counter()
     done: dict[Path, Execution] = {}
     with ProcessPoolExecutor(max_workers=jobs, initializer=_share_the_machine, initargs=(jobs,)) as pool:
-        for future in as_completed([pool.submit(_execute, path, timeout) for path in paths]):
+        for future in as_completed([pool.submit(_execute, path, timeout, myst_extensions) for path in paths]):
             execution = future.result()
             done[execution.path] = execution
             if execution.notebook is not None:

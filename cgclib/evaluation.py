@@ -280,6 +280,9 @@ class Profile:
 def _rows_of(data: EvaluationData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]]:
     """Every row of `data`, language first and then each capability's probes, padded to one
     width: (input ids, scored tokens, attention mask or None, row counts per part)."""
+    for name, mask in (("score", data.score), ("attention", data.attention_mask)):
+        if mask is not None and mask.shape != data.windows.shape:
+            raise ValueError(f"{name} mask shape {tuple(mask.shape)} differs from windows {tuple(data.windows.shape)}")
     language_score = _language_score(data.windows, data.score, data.attention_mask)
     if not data.probes:
         return data.windows, language_score, data.attention_mask, [len(data.windows)]

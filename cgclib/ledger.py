@@ -284,7 +284,7 @@ def machine() -> str:
         threads = torch.get_num_threads()
         where = f"a CPU with {threads} thread{'s' if threads != 1 else ''}"
     at_once = int(os.environ.get(AT_ONCE, "1"))
-    return where + (f", shared by {at_once} chapters running at once" if at_once > 1 else "")
+    return where + (f", {at_once} chapters executing at a time" if at_once > 1 else "")
 
 
 class Ledger:

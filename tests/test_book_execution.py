@@ -56,12 +56,16 @@ def test_chapters_run_side_by_side_into_the_cache_myst_nb_reads(tmp_path, monkey
         "first": "import os\nprint(value * 2, os.environ['CGC_CHAPTERS_AT_ONCE'], os.environ['OMP_WAIT_POLICY'])",
         "broken": "raise RuntimeError('chapter broke')",
         "third": "from pathlib import Path\nprint(Path.cwd().name)",
+        "unreadable": "print('never runs')",
     })
+    unreadable = root / "notebooks" / "unreadable.md"
+    unreadable.write_text(unreadable.read_text().replace(":tags: [parameters]", ":tags: [parameters"))
     executions = execute_chapters(root, jobs=2)
-    assert [e.path.stem for e in executions] == ["first", "broken", "third"]  # book order
+    assert [e.path.stem for e in executions] == ["first", "broken", "third", "unreadable"]  # book order
     assert _cached_output(root, "first").split() == ["6", "2", "PASSIVE"]
     assert _cached_output(root, "third").strip() == "notebooks"  # run in the notebook's folder
     assert executions[1].notebook is None and "chapter broke" in executions[1].error
+    assert executions[3].notebook is None and "MystMetadataParsingError" in executions[3].error
     with pytest.raises(KeyError):
         _cached_output(root, "broken")
 

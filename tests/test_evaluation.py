@@ -186,6 +186,8 @@ def test_language_and_probes_sharing_passes_score_as_each_part_alone(suite):
     tok = suite.tokenizer()
     model = tiny_gpt2(vocab=len(tok)).double()
     data = EvaluationData.for_testbed(suite, tok, n_probes=12, n_paragraphs=12)
+    data.windows, data.score, data.attention_mask = (t[:, :6] for t in (data.windows, data.score, data.attention_mask))
+    assert all(p.input_ids.shape[1] > 6 for p in data.probes.values())  # language rows padded to the probes' width
     together = evaluate(model, data, batch_size=16)
     alone = perplexity(model, data.windows, data.score, batch_size=5, attention_mask=data.attention_mask)
     np.testing.assert_allclose(together.language.window_nll, alone.window_nll, rtol=1e-6)
@@ -197,3 +199,5 @@ def test_language_and_probes_sharing_passes_score_as_each_part_alone(suite):
         assert np.array_equal(mine.correct, part.correct) and np.array_equal(mine.answer_tokens, part.answer_tokens)
     wrong = evaluate(Oracle(len(tok)), EvaluationData(data.windows[:3], probes={"copy": data.probes["copy"]}))
     assert wrong.perplexity < 1.01 and wrong.capabilities["copy"].accuracy == 1.0  # no attention mask given
+    with pytest.raises(ValueError, match="score mask shape"):
+        evaluate(model, EvaluationData(data.windows, data.score[:, :-1], probes=data.probes))
