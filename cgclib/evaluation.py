@@ -187,6 +187,11 @@ class PerplexityResult:
     def n_tokens(self) -> int:
         return int(self.window_tokens.sum())
 
+    @classmethod
+    def of_windows(cls, window_nll: np.ndarray, window_tokens: np.ndarray) -> "PerplexityResult":
+        """The perplexity of windows with these summed NLLs and token counts."""
+        return cls(float(math.exp(window_nll.sum() / window_tokens.sum())), window_nll, window_tokens)
+
 
 def _language_score(windows: torch.Tensor, score: torch.Tensor | None,
                     attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -207,7 +212,7 @@ def perplexity(model, windows: torch.Tensor, score: torch.Tensor | None = None, 
     marks real tokens (1) against padding (0)."""
     rows = score_rows(model, windows, _language_score(windows, score, attention_mask), attention_mask,
                       batch_size, progress)
-    return PerplexityResult(float(math.exp(rows.nll.sum() / rows.tokens.sum())), rows.nll, rows.tokens)
+    return PerplexityResult.of_windows(rows.nll, rows.tokens)
 
 
 @dataclass
@@ -311,8 +316,7 @@ def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool 
     finally:
         model.train(was_training)
     ends = np.cumsum(counts)
-    nll, tokens = rows.nll[:ends[0]], rows.tokens[:ends[0]]
-    language = PerplexityResult(float(math.exp(nll.sum() / tokens.sum())), nll, tokens)
+    language = PerplexityResult.of_windows(rows.nll[:ends[0]], rows.tokens[:ends[0]])
     caps = {task: ProbeResult(task, rows.exact[a:b], rows.nll[a:b], rows.tokens[a:b])
             for task, a, b in zip(data.probes, ends[:-1], ends[1:])}
     return Profile(language, caps)
