@@ -25,7 +25,7 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -35,6 +35,9 @@ from .models import model_fingerprint, sha256_file
 from .hooks import head_outputs
 from .paths import cache_dir, data_dir
 from .storage import computed_once
+
+if TYPE_CHECKING:  # for annotations only; the functions import sae_lens where they use it
+    import sae_lens
 
 Head = tuple[int, int]
 MANIFEST = "MANIFEST.json"

@@ -79,7 +79,6 @@ def test_hub_name_offline_fails_fast_with_a_way_forward(monkeypatch):
 
 @pytest.mark.parametrize("make", [tiny_gpt2, tiny_llama])
 def test_local_folders_load_and_corrupt_ones_are_named(tmp_path, make):
-    from transformers import PreTrainedTokenizerFast
     from cgclib.suite import CapabilitySuite
 
     model = make(vocab=len(CapabilitySuite(0).vocabulary))

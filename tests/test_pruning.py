@@ -1,7 +1,6 @@
 """Wanda masks against a direct computation on stored inputs, the masking context, and
 pruning of a single head."""
 
-import numpy as np
 import pytest
 import torch
 

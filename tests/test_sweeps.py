@@ -4,7 +4,6 @@ independent jobs that a resubmission skips once finished."""
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
