@@ -1,7 +1,10 @@
 # The CGC research companion: one entry point per job a reader has.
 #   make book     build the HTML book (executes every chapter on the embedded test bed)
-#   make test     run the test suite (unit tests, notebooks with CI parameters, ledger checks,
-#                 the rendered book in headless Chromium)
+#   make test     lint, type-check, then the whole test suite (unit tests, notebooks with CI
+#                 parameters, ledger checks, the rendered book in headless Chromium)
+#   make test-unit  the library's unit tests alone (well under a minute)
+#   make lint     ruff (lint and format check) over cgclib, tests and the notebooks' code; mypy
+#   make format   apply ruff's formatting and safe fixes to the same files
 #   make testbed  retrain both test-bed models from scratch with the shipped seed
 #   make saes     retrain the SAEs the book uses (data/saes) from scratch and ship them
 #   make bench    run the benchmarks into _build/bench
@@ -14,7 +17,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test testbed saes bench lock clean install static browser
+.PHONY: book test test-unit lint format testbed saes bench lock clean install static browser
 
 install: $(STAMP)
 
@@ -51,8 +54,34 @@ browser:
 	    chromium chromium-driver >/dev/null; } || echo "could not install Chromium: the browser test will be skipped"; \
 	else echo "Chromium is not installed and this user cannot install it: the browser test will be skipped"; fi
 
-test: $(STAMP) static browser
+test: lint static browser
 	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests --ignore=tests/book -q
+
+# The notebooks are MyST markdown: jupytext hands their code to ruff as a Python script placed
+# beside them (so notebooks/ruff.toml applies). Formatting is checked by piping each notebook
+# through ruff format into a scratch file and comparing.
+NOTEBOOKS := $(wildcard notebooks/*.md)
+lint: $(STAMP)
+	$(BIN)/ruff check cgclib tests
+	$(BIN)/ruff format --check cgclib tests
+	@set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	for nb in $(NOTEBOOKS); do \
+	  PATH="$(BIN):$$PATH" $(BIN)/jupytext --quiet --check "ruff check --quiet {}" "$$nb"; \
+	  PATH="$(BIN):$$PATH" $(BIN)/jupytext --quiet --pipe "ruff format --quiet {}" "$$nb" -o "$$scratch/$$(basename $$nb)"; \
+	  diff -q "$$nb" "$$scratch/$$(basename $$nb)" >/dev/null || { echo "$$nb is not formatted: run make format"; exit 1; }; \
+	done; echo "notebooks: lint and format clean"
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix cgclib tests
+	$(BIN)/ruff format cgclib tests
+	for nb in $(NOTEBOOKS); do \
+	  PATH="$(BIN):$$PATH" $(BIN)/jupytext --quiet --pipe "ruff check --fix --quiet --exit-zero {}" "$$nb"; \
+	  PATH="$(BIN):$$PATH" $(BIN)/jupytext --quiet --pipe "ruff format --quiet {}" "$$nb"; \
+	done
 
 testbed: $(STAMP)
 	$(BIN)/python -m cgclib.testbed train --all
@@ -66,7 +95,7 @@ saes: $(STAMP) static
 	$(BIN)/python -m cgclib.saes ship _build/saes-cache/saes
 
 bench: $(STAMP)
-	$(BIN)/python -m cgclib.bench
+	$(BIN)/python -m cgclib.book.bench
 
 lock:
 	rm -rf /tmp/cgc-lock-venv && $(PYTHON) -m venv /tmp/cgc-lock-venv

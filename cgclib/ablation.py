@@ -29,15 +29,15 @@ from .storage import atomic_write_json, computed_once
 
 
 def _effects(dense: Profile, ablated: Profile) -> dict:
-    row = {"perplexity": ablated.perplexity,
-           "delta_log_ppl": math.log(ablated.perplexity) - math.log(dense.perplexity)}
+    row = {"perplexity": ablated.perplexity, "delta_log_ppl": math.log(ablated.perplexity) - math.log(dense.perplexity)}
     for task, acc in ablated.accuracy().items():
         row[f"drop_{task}"] = dense.accuracy()[task] - acc
     return row
 
 
-def head_ablation_effects(model, data: EvaluationData, progress: bool = True,
-                          cache: Path | None = None) -> tuple[pd.DataFrame, Profile]:
+def head_ablation_effects(
+    model, data: EvaluationData, progress: bool = True, cache: Path | None = None
+) -> tuple[pd.DataFrame, Profile]:
     """One row per head (layer, head): perplexity, change in log-perplexity, and the drop
     in accuracy of every capability when that head alone is ablated. Also returns the
     dense profile the drops are measured from.
@@ -51,8 +51,14 @@ def head_ablation_effects(model, data: EvaluationData, progress: bool = True,
         if not path.is_file():
             effects, dense = _ablate_each_head(model, data, progress)
             if np.isfinite(effects.to_numpy()).all():
-                atomic_write_json(path, {"index": [list(i) for i in effects.index], "columns": list(effects.columns),
-                                         "rows": effects.to_numpy().tolist()})
+                atomic_write_json(
+                    path,
+                    {
+                        "index": [list(i) for i in effects.index],
+                        "columns": list(effects.columns),
+                        "rows": effects.to_numpy().tolist(),
+                    },
+                )
             return effects, dense
         stored = json.loads(path.read_text())
     index = pd.MultiIndex.from_tuples([tuple(i) for i in stored["index"]], names=["layer", "head"])
@@ -60,8 +66,10 @@ def head_ablation_effects(model, data: EvaluationData, progress: bool = True,
 
 
 def _cache_key(model, data: EvaluationData) -> str:
-    code = b"".join((Path(__file__).parent / f"{m}.py").read_bytes()
-                    for m in ("ablation", "evaluation", "hooks", "resume", "components"))
+    code = b"".join(
+        (Path(__file__).parent / f"{m}.py").read_bytes()
+        for m in ("ablation", "evaluation", "hooks", "resume", "components")
+    )
     spec = [model_fingerprint(model), data.digest(), hashlib.sha256(code).hexdigest(), torch.__version__]
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:24]
 
@@ -84,4 +92,4 @@ def _ablate_each_head(model, data: EvaluationData, progress: bool) -> tuple[pd.D
 def capability_drops(effects: pd.DataFrame) -> pd.DataFrame:
     """The accuracy-drop columns of `head_ablation_effects`, named by capability."""
     cols = [c for c in effects.columns if c.startswith("drop_")]
-    return effects[cols].rename(columns=lambda c: c[len("drop_"):])
+    return effects[cols].rename(columns=lambda c: c[len("drop_") :])

@@ -21,8 +21,8 @@ product), the drift per unit magnitude that a purely linear network would show.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, ContextManager, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import pandas as pd
@@ -34,9 +34,9 @@ from . import components, devices
 from .hooks import registered, residual_stream
 from .pruning import Masks, masked
 from .resume import started_at
-from .saes import token_mask
+from .tokens import token_mask
 
-Perturbation = Callable[[list[torch.Tensor], int], ContextManager]
+Perturbation = Callable[[list[torch.Tensor], int], AbstractContextManager]
 """Given the clean block outputs of a batch and the batch's index, a context under which
 the model is perturbed."""
 
@@ -102,7 +102,7 @@ def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_seq
     try:
         batches = list(enumerate(range(0, len(ids), batch_sequences)))
         for index, start in tqdm(batches, desc="perturbations", disable=not progress, leave=False):
-            chunk = ids[start:start + batch_sequences].to(device)
+            chunk = ids[start : start + batch_sequences].to(device)
             attention = None if pad_token_id is None else (chunk != pad_token_id).long()
             with torch.no_grad():
                 clean = _block_outputs(model, chunk, attention)
@@ -111,8 +111,14 @@ def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_seq
         model.train(was_training)
 
 
-def trajectory_drift(model, ids: torch.Tensor, pad_token_id: int | None, perturbations: Mapping[Hashable, tuple[int, Perturbation]],
-                     batch_sequences: int = 16, progress: bool = False) -> pd.DataFrame:
+def trajectory_drift(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    perturbations: Mapping[Hashable, tuple[int, Perturbation]],
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Mean relative drift and cosine at every block k >= l for every perturbation
     {key: (l, perturbation)}: one row per (key, block). A perturbation keyed to block l
     must leave the blocks before l as they are: its forward pass starts at block l, from
@@ -120,7 +126,9 @@ def trajectory_drift(model, ids: torch.Tensor, pad_token_id: int | None, perturb
     n_layers = components.layout(model).n_layers
     sums = {key: torch.zeros(2, n_layers, dtype=torch.float64) for key in perturbations}
     n_tokens = 0
-    for batch_index, chunk, mask, attention, clean in _clean_batches(model, ids, pad_token_id, batch_sequences, progress):
+    for batch_index, chunk, mask, attention, clean in _clean_batches(
+        model, ids, pad_token_id, batch_sequences, progress
+    ):
         n_tokens += int(mask.sum())
         for key, (layer, perturbation) in perturbations.items():
             # blocks before the perturbed one compute the clean stream: start at that block
@@ -134,13 +142,21 @@ def trajectory_drift(model, ids: torch.Tensor, pad_token_id: int | None, perturb
     rows = []
     for key, (layer, _) in perturbations.items():
         for k in range(layer, n_layers):
-            rows.append({"key": key, "source": layer, "layer": k, "drift": float(sums[key][0, k] / n_tokens),
-                         "cosine": float(sums[key][1, k] / n_tokens)})
+            rows.append(
+                {
+                    "key": key,
+                    "source": layer,
+                    "layer": k,
+                    "drift": float(sums[key][0, k] / n_tokens),
+                    "cosine": float(sums[key][1, k] / n_tokens),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def linear_drift(model, ids: torch.Tensor, pad_token_id: int | None, layers: list[int], seed: int,
-                 batch_sequences: int = 16) -> pd.DataFrame:
+def linear_drift(
+    model, ids: torch.Tensor, pad_token_id: int | None, layers: list[int], seed: int, batch_sequences: int = 16
+) -> pd.DataFrame:
     """Drift per unit magnitude predicted by the Jacobian: mean over tokens of
     ||J_{k<-l} v|| / ||h_k|| at every block k >= l, v the unit-magnitude noise direction that
     `noise_at(model, l, m, seed)` scales by m. One row per (source l, block k)."""
@@ -153,7 +169,7 @@ def linear_drift(model, ids: torch.Tensor, pad_token_id: int | None, layers: lis
             generator = _generator(clean[layer].device, seed, layer, batch_index)
             direction = relative_noise(clean[layer], 1.0, generator)
 
-            def later_states(delta, layer=layer):
+            def later_states(delta, layer=layer, clean=clean, chunk=chunk, attention=attention):
                 start = clean[layer - 1] if layer > 0 else None
                 with added_to_block_output(model, layer, delta), started_at(model, layer, start):
                     return tuple(_block_outputs(model, chunk, attention)[layer:])
@@ -162,10 +178,17 @@ def linear_drift(model, ids: torch.Tensor, pad_token_id: int | None, layers: lis
             # derivative, so attention runs on the plain (math) backend here
             with sdpa_kernel(SDPBackend.MATH):
                 _, tangents = torch.func.jvp(later_states, (torch.zeros_like(direction),), (direction,))
-            for k, t in zip(range(layer, n_layers), tangents):
-                sums[layer, k] += (t.detach()[mask].double().norm(dim=-1) / clean[k][mask].double().norm(dim=-1)).sum().cpu()
-    return pd.DataFrame([{"source": l, "layer": k, "linear_drift": float(sums[l, k] / n_tokens)}
-                         for l in layers for k in range(l, n_layers)])
+            for k, t in zip(range(layer, n_layers), tangents, strict=True):
+                sums[layer, k] += (
+                    (t.detach()[mask].double().norm(dim=-1) / clean[k][mask].double().norm(dim=-1)).sum().cpu()
+                )
+    return pd.DataFrame(
+        [
+            {"source": l, "layer": k, "linear_drift": float(sums[l, k] / n_tokens)}
+            for l in layers
+            for k in range(l, n_layers)
+        ]
+    )
 
 
 def layer_gains(drift: pd.DataFrame) -> pd.DataFrame:

@@ -6,9 +6,9 @@ the map OWL (Yin et al. 2023) uses for its outlier ratios: with x_l the block sc
     r_l = 2 * lam * (x_l - min x) / (max x - min x),      s_l = S - (r_l - mean r),
 
 so that blocks with a higher score are pruned less, sparsities span 2 * lam at most (less
-near the edges of [0, 1), where the spread is narrowed), and their mean is exactly S (blocks of a transformer have equal parameter counts, so
-the mean is also the parameter-weighted mean). Only the score changes between strategies,
-which is what makes them comparable:
+near the edges of [0, 1), where the spread is narrowed), and their mean is exactly S (blocks
+of a transformer have equal parameter counts, so the mean is also the parameter-weighted
+mean). Only the score changes between strategies, which is what makes them comparable:
 
 - uniform: every block at S;
 - density (CGC-L, our reconstruction): x_l = mean capability density of the block's heads;
@@ -29,7 +29,7 @@ For heads, allocation is the choice of which heads a structured budget removes:
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -85,8 +85,12 @@ def outlier_ratios(model, square_sums: Mapping[str, torch.Tensor], m: float = OW
     linear layers (taken together) that exceed m times their mean."""
     ratios = []
     for block in range(components.layout(model).n_layers):
-        scores = torch.cat([wanda_scores(components.weight(mod), square_sums[f"{block}.{name}"]).flatten()
-                            for name, mod in components.linear_layers(model, block).items()])
+        scores = torch.cat(
+            [
+                wanda_scores(components.weight(mod), square_sums[f"{block}.{name}"]).flatten()
+                for name, mod in components.linear_layers(model, block).items()
+            ]
+        )
         ratios.append(float((scores > m * scores.mean()).double().mean()))
     return np.array(ratios)
 
@@ -96,23 +100,30 @@ def mean_wanda_scores(model, square_sums: Mapping[str, torch.Tensor]) -> np.ndar
     out = []
     for block in range(components.layout(model).n_layers):
         layers = components.linear_layers(model, block).items()
-        total = sum(float(wanda_scores(components.weight(mod), square_sums[f"{block}.{name}"]).sum())
-                    for name, mod in layers)
+        total = sum(
+            float(wanda_scores(components.weight(mod), square_sums[f"{block}.{name}"]).sum()) for name, mod in layers
+        )
         out.append(total / sum(components.weight(mod).numel() for _, mod in layers))
     return np.array(out)
 
 
-def block_scores(model, square_sums: Mapping[str, torch.Tensor], head_density: pd.Series,
-                 owl_m: float = OWL_M) -> dict[str, np.ndarray]:
+def block_scores(
+    model, square_sums: Mapping[str, torch.Tensor], head_density: pd.Series, owl_m: float = OWL_M
+) -> dict[str, np.ndarray]:
     """The score each layer-wise strategy ranks blocks by (see the module docstring).
     `head_density` is indexed by (layer, head)."""
     n = components.layout(model).n_layers
     density = head_density.groupby(level="layer").mean().reindex(range(n)).to_numpy()
     if np.isnan(density).any():
         raise ValueError("head_density must cover every layer of the model")
-    return {"uniform": np.zeros(n), "density": density, "inverted": -density,
-            "wanda": mean_wanda_scores(model, square_sums), "owl": outlier_ratios(model, square_sums, owl_m),
-            "depth": -np.arange(n, dtype=float)}
+    return {
+        "uniform": np.zeros(n),
+        "density": density,
+        "inverted": -density,
+        "wanda": mean_wanda_scores(model, square_sums),
+        "owl": outlier_ratios(model, square_sums, owl_m),
+        "depth": -np.arange(n, dtype=float),
+    }
 
 
 def block_sparsities(scores: Mapping[str, np.ndarray], sparsity: float, lam: float = OWL_LAMBDA) -> pd.DataFrame:
@@ -130,14 +141,23 @@ def heads_to_prune(scores: pd.Series, fraction: float) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in scores.index[i]) for i in order]
 
 
-def evaluate_block_allocations(model, data: EvaluationData, calibration, pad_token_id: int | None,
-                               scores: Mapping[str, np.ndarray], sparsities, lam: float = OWL_LAMBDA,
-                               progress: bool = True) -> dict[tuple[str, float], Profile]:
+def evaluate_block_allocations(
+    model,
+    data: EvaluationData,
+    calibration,
+    pad_token_id: int | None,
+    scores: Mapping[str, np.ndarray],
+    sparsities,
+    lam: float = OWL_LAMBDA,
+    progress: bool = True,
+) -> dict[tuple[str, float], Profile]:
     """Prune with Wanda at every global sparsity under every strategy's block allocation
     and evaluate: {(strategy, sparsity): profile}."""
     jobs = [(name, float(s)) for s in sparsities for name in scores]
-    return {(name, s): evaluate_allocation(model, data, calibration, pad_token_id, spread(scores[name], s, lam))
-            for name, s in tqdm(jobs, desc="allocations", disable=not progress)}
+    return {
+        (name, s): evaluate_allocation(model, data, calibration, pad_token_id, spread(scores[name], s, lam))
+        for name, s in tqdm(jobs, desc="allocations", disable=not progress)
+    }
 
 
 def evaluate_allocation(model, data: EvaluationData, calibration, pad_token_id: int | None, block_sparsity) -> Profile:
@@ -147,8 +167,9 @@ def evaluate_allocation(model, data: EvaluationData, calibration, pad_token_id: 
         return evaluate(model, data)
 
 
-def evaluate_head_pruning(model, data: EvaluationData, scores: Mapping[str, pd.Series], fractions,
-                          progress: bool = True) -> dict[tuple[str, float], Profile]:
+def evaluate_head_pruning(
+    model, data: EvaluationData, scores: Mapping[str, pd.Series], fractions, progress: bool = True
+) -> dict[tuple[str, float], Profile]:
     """Remove the lowest-scoring share of heads under every ranking and evaluate:
     {(ranking, fraction): profile}."""
     profiles = {}
@@ -166,8 +187,15 @@ def profile_table(profiles: Mapping[tuple[str, float], Profile], dense: Profile 
     rows = []
     for (name, s), p in items:
         acc = p.accuracy()
-        rows.append({"strategy": name, "sparsity": s, "perplexity": p.perplexity, **acc,
-                     "mean accuracy": float(np.mean(list(acc.values()))) if acc else float("nan")})
+        rows.append(
+            {
+                "strategy": name,
+                "sparsity": s,
+                "perplexity": p.perplexity,
+                **acc,
+                "mean accuracy": float(np.mean(list(acc.values()))) if acc else float("nan"),
+            }
+        )
     return pd.DataFrame(rows).set_index(["strategy", "sparsity"])
 
 
@@ -201,8 +229,10 @@ def block_alphas(model) -> np.ndarray:
     W^T W (the squared singular values of W) over the block's linear layers."""
     out = []
     for block in range(components.layout(model).n_layers):
-        alphas = [hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float()).double().cpu().numpy() ** 2)
-                  for m in components.linear_layers(model, block).values()]
+        alphas = [
+            hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float()).double().cpu().numpy() ** 2)
+            for m in components.linear_layers(model, block).values()
+        ]
         out.append(float(np.mean(alphas)))
     return np.array(out)
 
@@ -228,7 +258,11 @@ def alphapruning_sparsities(alphas, sparsity: float, eps: float = 0.3, block_par
     if at(eps).max() > MAX_BLOCK_SPARSITY:  # the largest block sparsity grows with eps: bisect
         low, high = 0.0, eps
         for _ in range(60):
-            low, high = ((low + high) / 2, high) if at((low + high) / 2).max() <= MAX_BLOCK_SPARSITY else (low, (low + high) / 2)
+            low, high = (
+                ((low + high) / 2, high)
+                if at((low + high) / 2).max() <= MAX_BLOCK_SPARSITY
+                else (low, (low + high) / 2)
+            )
         eps = low
     return at(eps)
 

@@ -12,7 +12,7 @@ s0, or none when the fit finds no transition inside the grid.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -37,8 +37,15 @@ def _check_grid(ratios: Iterable[float]) -> list[float]:
     return grid
 
 
-def head_sweep(model, data: EvaluationData, calibration, pad_token_id: int | None, ratios: Iterable[float],
-               heads: list[tuple[int, int]] | None = None, progress: bool = True) -> pd.DataFrame:
+def head_sweep(
+    model,
+    data: EvaluationData,
+    calibration,
+    pad_token_id: int | None,
+    ratios: Iterable[float],
+    heads: list[tuple[int, int]] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Every metric for every head pruned alone at every ratio: one row per (layer, head,
     ratio), ratio 0 being the dense model."""
     grid = _check_grid(ratios)
@@ -61,8 +68,9 @@ def head_sweep(model, data: EvaluationData, calibration, pad_token_id: int | Non
     return pd.DataFrame(rows)
 
 
-def block_sweep(model, data: EvaluationData, calibration, pad_token_id: int | None, ratios: Iterable[float],
-                progress: bool = True) -> pd.DataFrame:
+def block_sweep(
+    model, data: EvaluationData, calibration, pad_token_id: int | None, ratios: Iterable[float], progress: bool = True
+) -> pd.DataFrame:
     """Every metric for every block pruned alone (all its linear layers, Wanda) at every
     ratio: one row per (layer, ratio)."""
     grid = _check_grid(ratios)
@@ -93,8 +101,15 @@ def critical_ratios(sweep: pd.DataFrame, keys: list[str], metrics: list[str], mi
             y = curve[m].to_numpy()
             fit = fit_phase_transition(curve["ratio"].to_numpy(), y) if y.max() >= y[0] * (1 + min_rise) else None
             bracket = fit.bracket if fit is not None and fit.s0 is not None else (None, None)
-            rows.append({**dict(zip(keys, key)), "metric": m, "s0": None if fit is None else fit.s0,
-                         "bracket_low": bracket[0], "bracket_high": bracket[1]})
+            rows.append(
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    "metric": m,
+                    "s0": None if fit is None else fit.s0,
+                    "bracket_low": bracket[0],
+                    "bracket_high": bracket[1],
+                }
+            )
     return pd.DataFrame(rows).astype({"s0": float, "bracket_low": float, "bracket_high": float})
 
 
@@ -112,6 +127,11 @@ def first_collapse(s0: pd.DataFrame, censor_at: float) -> pd.Series:
 
 def transition_table(s0: pd.DataFrame) -> pd.DataFrame:
     """Per metric: how many components show a transition and the spread of their s0."""
-    return pd.DataFrame({"components with a transition": s0.notna().sum(), "median s0": s0.median(),
-                         "min s0": s0.min(), "max s0": s0.max()})
-
+    return pd.DataFrame(
+        {
+            "components with a transition": s0.notna().sum(),
+            "median s0": s0.median(),
+            "min s0": s0.min(),
+            "max s0": s0.max(),
+        }
+    )

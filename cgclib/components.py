@@ -10,9 +10,9 @@ split by head, is each head's output), the linear layers of a block, and a weigh
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -112,8 +112,15 @@ def kv_heads(model: nn.Module) -> int:
 
 LINEAR_NAMES = {
     "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
-    "llama": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"),
+    "llama": (
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+        "mlp.gate_proj",
+        "mlp.up_proj",
+        "mlp.down_proj",
+    ),
 }
 
 
@@ -125,8 +132,7 @@ def linear_layers(model: nn.Module, layer: int) -> dict[str, nn.Module]:
 
 def all_linear_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every block's linear layers, named `<layer>.<name>`."""
-    return {f"{i}.{name}": m for i in range(layout(model).n_layers)
-            for name, m in linear_layers(model, i).items()}
+    return {f"{i}.{name}": m for i in range(layout(model).n_layers) for name, m in linear_layers(model, i).items()}
 
 
 def is_transposed(module: nn.Module) -> bool:
@@ -185,12 +191,15 @@ def replaced_weights(model, weights: Mapping[str, torch.Tensor]) -> Iterator[Non
             for name, new in weights.items():
                 w = weight(modules[name])
                 if new.shape != w.shape:
-                    raise ValueError(f"replacement for {name} has shape {tuple(new.shape)}, the weight {tuple(w.shape)}")
+                    raise ValueError(
+                        f"replacement for {name} has shape {tuple(new.shape)}, the weight {tuple(w.shape)}"
+                    )
                 if w.device.type == "meta":
                     raise ComponentError(
                         f"the weight of {name} is offloaded by accelerate (kept off-device between forward "
                         "passes) and cannot be edited in place; load the model with a device map that keeps "
-                        "every weight on a GPU (enough GPUs, or max_memory without CPU/disk offload)")
+                        "every weight on a GPU (enough GPUs, or max_memory without CPU/disk offload)"
+                    )
                 saved[name] = w.clone()
                 w.copy_(new)
         yield

@@ -54,8 +54,12 @@ class DensityOptions:
     alive_tokens: int = 10_000
 
     def __post_init__(self):
-        for name, allowed in (("breadth", BREADTH_METHODS), ("entropy", ENTROPY_METHODS),
-                              ("consistency", CONSISTENCY_METHODS), ("combine", COMBINE_METHODS)):
+        for name, allowed in (
+            ("breadth", BREADTH_METHODS),
+            ("entropy", ENTROPY_METHODS),
+            ("consistency", CONSISTENCY_METHODS),
+            ("combine", COMBINE_METHODS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} method {getattr(self, name)!r}; use one of {allowed}")
 
@@ -72,8 +76,9 @@ def _normalise(mass: torch.Tensor) -> torch.Tensor:
     return mass / total
 
 
-def feature_breadth(usage_mass: torch.Tensor, fire_rate: torch.Tensor | None = None,
-                    method: str = "entropy", alive_rate: float = 1e-4) -> float:
+def feature_breadth(
+    usage_mass: torch.Tensor, fire_rate: torch.Tensor | None = None, method: str = "entropy", alive_rate: float = 1e-4
+) -> float:
     """Breadth in [0, 1] from the mass E[f_i] of each feature (see DensityOptions)."""
     m = usage_mass.shape[-1]
     u = _normalise(usage_mass.double())
@@ -124,10 +129,10 @@ class FeatureStats:
         self.m, self.k = m, k
         self.n_tokens = 0
         self.n_batches = 0
-        self.n_active = 0                           # tokens with at least one active feature
-        self.mass = torch.zeros(2, m, dtype=torch.float64)   # sum of f per half
-        self.fire = torch.zeros(m, dtype=torch.float64)      # tokens on which each feature fires
-        self.entropy_sum = 0.0                      # sum over active tokens of H(f / |f|_1)
+        self.n_active = 0  # tokens with at least one active feature
+        self.mass = torch.zeros(2, m, dtype=torch.float64)  # sum of f per half
+        self.fire = torch.zeros(m, dtype=torch.float64)  # tokens on which each feature fires
+        self.entropy_sum = 0.0  # sum over active tokens of H(f / |f|_1)
         self.unit_sum = torch.zeros(m, dtype=torch.float64)  # sum of f / |f|_2
         self.unit_count = 0
 
@@ -139,8 +144,7 @@ class FeatureStats:
         if torch.any(codes < 0):
             raise ValueError("SAE codes must be non-negative")
         if len(codes) and int((codes > 0).sum(1).max()) > self.k:
-            raise ValueError(f"a code has more than k = {self.k} active features: is this a TopK SAE "
-                             "with that k?")
+            raise ValueError(f"a code has more than k = {self.k} active features: is this a TopK SAE with that k?")
         self.mass[self.n_batches % 2] += codes.sum(0)
         self.fire += (codes > 0).double().sum(0)
         l1 = codes.sum(1)
@@ -160,21 +164,28 @@ class FeatureStats:
         if self.n_active < 2:
             raise ValueError("density needs at least two tokens on which the component is active")
         mass = self.mass.sum(0)
-        breadth = feature_breadth(mass, self.fire / self.n_tokens, options.breadth,
-                                  alive_rate=1.0 / options.alive_tokens)
+        breadth = feature_breadth(
+            mass, self.fire / self.n_tokens, options.breadth, alive_rate=1.0 / options.alive_tokens
+        )
         if options.entropy == "per_input":
             entropy = self.entropy_sum / self.n_active / math.log(self.k)
         else:
             entropy = float(_entropy(_normalise(mass)) / math.log(self.m))
         if options.consistency == "split_half":
             if self.n_batches < 2:
-                raise ValueError("split-half consistency needs the codes of at least two batches of "
-                                 "sequences (one per half); measure on more sequences or smaller batches")
+                raise ValueError(
+                    "split-half consistency needs the codes of at least two batches of "
+                    "sequences (one per half); measure on more sequences or smaller batches"
+                )
             consistency = split_half_consistency(self.mass[0], self.mass[1])
         else:  # unbiased mean cosine over pairs of distinct inputs
             n = self.unit_count
             consistency = float((self.unit_sum @ self.unit_sum - n) / (n * (n - 1)))
         entropy = min(max(entropy, 0.0), 1.0)
         consistency = min(max(consistency, 0.0), 1.0)
-        return {"breadth": breadth, "entropy": entropy, "consistency": consistency,
-                "density": combine(breadth, entropy, consistency, options.combine)}
+        return {
+            "breadth": breadth,
+            "entropy": entropy,
+            "consistency": consistency,
+            "density": combine(breadth, entropy, consistency, options.combine),
+        }

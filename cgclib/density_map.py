@@ -28,8 +28,15 @@ class DensityMap:
         return self.terms["density"]
 
 
-def head_density_map(subject, sae_cfg: HeadSAEConfig, calibration_sequences: int, measure_sequences: int,
-                     seq_len: int, seed: int, options: DensityOptions = DensityOptions()) -> DensityMap:
+def head_density_map(
+    subject,
+    sae_cfg: HeadSAEConfig,
+    calibration_sequences: int,
+    measure_sequences: int,
+    seq_len: int,
+    seed: int,
+    options: DensityOptions = DensityOptions(),
+) -> DensityMap:
     """Train (or load) one SAE per head on `calibration_sequences` sequences and measure
     density on `measure_sequences` other sequences (drawn with seed + 1)."""
     calib = subject.calibration(calibration_sequences, seq_len, seed=seed)
@@ -39,7 +46,11 @@ def head_density_map(subject, sae_cfg: HeadSAEConfig, calibration_sequences: int
     stats, recon = head_feature_statistics(subject.model, saes, held_out, pad)
     terms = pd.DataFrame({head: s.terms(options) for head, s in stats.items()}).T
     terms.index.names = ["layer", "head"]
-    fit = pd.DataFrame({head: {"fve": r.fraction_variance_explained, "dead": r.dead_share, "l0": r.mean_l0}
-                        for head, r in recon.items()}).T
+    fit = pd.DataFrame(
+        {
+            head: {"fve": r.fraction_variance_explained, "dead": r.dead_share, "l0": r.mean_l0}
+            for head, r in recon.items()
+        }
+    ).T
     fit.index.names = ["layer", "head"]
     return DensityMap(terms, fit, stats)

@@ -14,7 +14,7 @@ depth.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -27,8 +27,14 @@ from .moments import AffineMap, CrossMoments, ridge_regression, token_batches
 
 
 @torch.no_grad()
-def fit_exit_translators(model, ids: torch.Tensor, pad_token_id: int | None, ridge: float = 1e-4,
-                         batch_sequences: int = 16, progress: bool = False) -> dict[int, AffineMap]:
+def fit_exit_translators(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    ridge: float = 1e-4,
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> dict[int, AffineMap]:
     """Affine maps from each block's output to the last block's output, fitted on `ids`."""
     n_layers = components.layout(model).n_layers
     d = components.layout(model).d_model
@@ -41,7 +47,9 @@ def fit_exit_translators(model, ids: torch.Tensor, pad_token_id: int | None, rid
             outputs[layer] = h
 
     with residual_stream(model, grab):
-        for chunk, mask, attention in token_batches(model, ids, pad_token_id, batch_sequences, progress, "exit translators"):
+        for chunk, mask, attention in token_batches(
+            model, ids, pad_token_id, batch_sequences, progress, "exit translators"
+        ):
             model(input_ids=chunk, attention_mask=attention)
             last = outputs[n_layers - 1][mask]
             for l, m in moments.items():
@@ -50,8 +58,14 @@ def fit_exit_translators(model, ids: torch.Tensor, pad_token_id: int | None, rid
 
 
 @torch.no_grad()
-def exit_divergences(model, ids: torch.Tensor, predicted: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                     translators: Mapping[int, AffineMap] | None = None, batch_sequences: int = 64) -> np.ndarray:
+def exit_divergences(
+    model,
+    ids: torch.Tensor,
+    predicted: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    translators: Mapping[int, AffineMap] | None = None,
+    batch_sequences: int = 64,
+) -> np.ndarray:
     """KL(full model || exit head at layer l), in nats, for every token marked in
     `predicted` (bool, shape of `ids`; the token at t is predicted from position t - 1):
     an array (tokens, layers). Without `translators` the exit heads are the logit lens."""
@@ -74,9 +88,11 @@ def exit_divergences(model, ids: torch.Tensor, predicted: torch.Tensor, attentio
     try:
         with residual_stream(model, grab):
             for start in range(0, len(ids), batch_sequences):
-                chunk = ids[start:start + batch_sequences].to(device)
-                attention = None if attention_mask is None else attention_mask[start:start + batch_sequences].to(device)
-                positions = predicted[start:start + batch_sequences, 1:].to(device)
+                chunk = ids[start : start + batch_sequences].to(device)
+                attention = (
+                    None if attention_mask is None else attention_mask[start : start + batch_sequences].to(device)
+                )
+                positions = predicted[start : start + batch_sequences, 1:].to(device)
                 logits = model(input_ids=chunk, attention_mask=attention).logits[:, :-1][positions].float()
                 final = F.log_softmax(logits, -1)
                 per_layer = []

@@ -60,18 +60,18 @@ def build_probe_set(tokenizer, task: str, examples: list[Example], bos: bool = T
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     answer_mask = torch.zeros((len(rows), width), dtype=torch.bool)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (ids, m) in enumerate(zip(rows, masks)):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        answer_mask[i, :len(m)] = torch.tensor(m)
-        attention_mask[i, :len(ids)] = 1
+    for i, (ids, m) in enumerate(zip(rows, masks, strict=True)):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        answer_mask[i, : len(m)] = torch.tensor(m)
+        attention_mask[i, : len(ids)] = 1
     return ProbeSet(task, input_ids, answer_mask, attention_mask, tuple(examples))
 
 
 @dataclass(frozen=True)
 class ProbeResult:
     task: str
-    correct: np.ndarray       # (n,) bool: exact match of the whole answer
-    answer_nll: np.ndarray    # (n,) summed negative log-likelihood of the answer tokens
+    correct: np.ndarray  # (n,) bool: exact match of the whole answer
+    answer_nll: np.ndarray  # (n,) summed negative log-likelihood of the answer tokens
     answer_tokens: np.ndarray  # (n,) number of answer tokens
 
     @property
@@ -88,8 +88,9 @@ MAX_BATCH_TOKENS = 2**15  # logits of a batch: tokens x vocabulary; 6.6 GB in fl
 PASS_COST_TOKENS = 128  # a forward pass costs about as much as this many more tokens (test beds, CPU)
 
 
-def length_batches(used: torch.Tensor, max_rows: int,
-                   max_tokens: int = MAX_BATCH_TOKENS) -> list[tuple[torch.Tensor, int]]:
+def length_batches(
+    used: torch.Tensor, max_rows: int, max_tokens: int = MAX_BATCH_TOKENS
+) -> list[tuple[torch.Tensor, int]]:
     """Batches of right-padded rows, as (row indices, width): rows of similar length go
     together and each batch is cut to its longest row. `used` (rows, width) marks the
     positions a row needs (nonzero); trailing columns no row of a batch needs are dropped.
@@ -125,9 +126,9 @@ def length_batches(used: torch.Tensor, max_rows: int,
     batches, b = [], len(widths)
     while b > 0:
         a = cut[b]
-        rows = order[edges[a]:edges[b]]
+        rows = order[edges[a] : edges[b]]
         step = rows_per_batch(widths[b - 1])
-        chunks = [rows[i:i + step] for i in range(0, len(rows), step)]
+        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
         batches = [(chunk, int(lengths[chunk].max())) for chunk in chunks] + batches
         b = a
     return batches
@@ -138,14 +139,20 @@ class RowScores:
     """Per row of a batch of right-padded sequences: the summed NLL of its scored tokens,
     their number, and whether the model's top prediction was right at every one of them."""
 
-    nll: np.ndarray      # (rows,) float64
-    tokens: np.ndarray   # (rows,) int
-    exact: np.ndarray    # (rows,) bool
+    nll: np.ndarray  # (rows,) float64
+    tokens: np.ndarray  # (rows,) int
+    exact: np.ndarray  # (rows,) bool
 
 
 @torch.no_grad()
-def score_rows(model, input_ids: torch.Tensor, scored: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               batch_size: int = 256, progress: bool = False) -> RowScores:
+def score_rows(
+    model,
+    input_ids: torch.Tensor,
+    scored: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> RowScores:
     """Score every row of `input_ids` (rows, width): `scored[i, t]` marks token t as one
     that counts, predicted from positions < t (column 0 never counts). `attention_mask`
     marks real tokens against padding (None: every token is real). Rows run in
@@ -158,8 +165,9 @@ def score_rows(model, input_ids: torch.Tensor, scored: torch.Tensor, attention_m
     tokens = torch.zeros(n, dtype=torch.long)
     exact = torch.zeros(n, dtype=torch.bool)
     real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    for rows, width in tqdm(length_batches(real.bool() | scored.bool(), batch_size), desc="evaluation",
-                            disable=not progress, leave=False):
+    for rows, width in tqdm(
+        length_batches(real.bool() | scored.bool(), batch_size), desc="evaluation", disable=not progress, leave=False
+    ):
         ids = input_ids[rows, :width].to(device)
         attention = None if attention_mask is None else attention_mask[rows, :width].to(device)
         keep = scored[rows, 1:width].to(device).bool()
@@ -180,7 +188,7 @@ def evaluate_probes(model, probes: ProbeSet, batch_size: int = 512) -> ProbeResu
 @dataclass(frozen=True)
 class PerplexityResult:
     perplexity: float
-    window_nll: np.ndarray     # (n_windows,) summed NLL per window
+    window_nll: np.ndarray  # (n_windows,) summed NLL per window
     window_tokens: np.ndarray  # (n_windows,) predicted tokens per window
 
     @property
@@ -188,13 +196,14 @@ class PerplexityResult:
         return int(self.window_tokens.sum())
 
     @classmethod
-    def of_windows(cls, window_nll: np.ndarray, window_tokens: np.ndarray) -> "PerplexityResult":
+    def of_windows(cls, window_nll: np.ndarray, window_tokens: np.ndarray) -> PerplexityResult:
         """The perplexity of windows with these summed NLLs and token counts."""
         return cls(float(math.exp(window_nll.sum() / window_tokens.sum())), window_nll, window_tokens)
 
 
-def _language_score(windows: torch.Tensor, score: torch.Tensor | None,
-                    attention_mask: torch.Tensor | None) -> torch.Tensor:
+def _language_score(
+    windows: torch.Tensor, score: torch.Tensor | None, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
     """The tokens of language rows that count: `score` if given, else every real token but
     the first of each row."""
     if score is not None:
@@ -204,14 +213,21 @@ def _language_score(windows: torch.Tensor, score: torch.Tensor | None,
     return score
 
 
-def perplexity(model, windows: torch.Tensor, score: torch.Tensor | None = None, batch_size: int = 64,
-               attention_mask: torch.Tensor | None = None, progress: bool = False) -> PerplexityResult:
+def perplexity(
+    model,
+    windows: torch.Tensor,
+    score: torch.Tensor | None = None,
+    batch_size: int = 64,
+    attention_mask: torch.Tensor | None = None,
+    progress: bool = False,
+) -> PerplexityResult:
     """Perplexity over the tokens of `windows` (batch, seq), each predicted from its prefix.
     `score` (same shape, bool) marks the tokens that count; by default every real token
     (per `attention_mask`, else every token) but the first of each row. `attention_mask`
     marks real tokens (1) against padding (0)."""
-    rows = score_rows(model, windows, _language_score(windows, score, attention_mask), attention_mask,
-                      batch_size, progress)
+    rows = score_rows(
+        model, windows, _language_score(windows, score, attention_mask), attention_mask, batch_size, progress
+    )
     return PerplexityResult.of_windows(rows.nll, rows.tokens)
 
 
@@ -227,14 +243,14 @@ class EvaluationData:
     perplexity_floor: float | None = None
 
     @classmethod
-    def for_testbed(cls, suite: CapabilitySuite, tokenizer, n_probes: int, n_paragraphs: int,
-                    seed: int = 0) -> "EvaluationData":
+    def for_testbed(
+        cls, suite: CapabilitySuite, tokenizer, n_probes: int, n_paragraphs: int, seed: int = 0
+    ) -> EvaluationData:
         """Held-out probes of every capability and held-out background-language paragraphs."""
         windows, score, floor = suite.language_eval(n_paragraphs, seed=seed)
         probes = {t: build_probe_set(tokenizer, t, suite.probes(t, n_probes, seed=seed)) for t in suite.tasks}
         attention = (windows != tokenizer.pad_token_id).long()
         return cls(windows, score, attention, probes, floor)
-
 
     def digest(self) -> str:
         """sha256 of every tensor that determines an evaluation's result (a cache key)."""
@@ -248,7 +264,7 @@ class EvaluationData:
             h.update(b"-" if t is None else str(tuple(t.shape)).encode() + t.cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def subset(self, n_probes: int, n_windows: int) -> "EvaluationData":
+    def subset(self, n_probes: int, n_windows: int) -> EvaluationData:
         """The first `n_probes` probes of every capability and the first `n_windows`
         language rows: a cheaper evaluation for sweeps with many points."""
         if n_probes < 1 or n_windows < 1:
@@ -257,8 +273,16 @@ class EvaluationData:
         def head(t):
             return None if t is None else t[:n_windows]
 
-        probes = {task: ProbeSet(task, p.input_ids[:n_probes], p.answer_mask[:n_probes], p.attention_mask[:n_probes],
-                                 p.examples[:n_probes]) for task, p in self.probes.items()}
+        probes = {
+            task: ProbeSet(
+                task,
+                p.input_ids[:n_probes],
+                p.answer_mask[:n_probes],
+                p.attention_mask[:n_probes],
+                p.examples[:n_probes],
+            )
+            for task, p in self.probes.items()
+        }
         return EvaluationData(self.windows[:n_windows], head(self.score), head(self.attention_mask), probes)
 
 
@@ -277,8 +301,10 @@ class Profile:
         return {t: r.accuracy for t, r in self.capabilities.items()}
 
     def table(self) -> pd.DataFrame:
-        rows = [{"capability": t, "accuracy": r.accuracy, "task perplexity": r.task_perplexity, "n": len(r.correct)}
-                for t, r in self.capabilities.items()]
+        rows = [
+            {"capability": t, "accuracy": r.accuracy, "task perplexity": r.task_perplexity, "n": len(r.correct)}
+            for t, r in self.capabilities.items()
+        ]
         return pd.DataFrame(rows).set_index("capability")
 
 
@@ -316,13 +342,17 @@ def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool 
     finally:
         model.train(was_training)
     ends = np.cumsum(counts)
-    language = PerplexityResult.of_windows(rows.nll[:ends[0]], rows.tokens[:ends[0]])
-    caps = {task: ProbeResult(task, rows.exact[a:b], rows.nll[a:b], rows.tokens[a:b])
-            for task, a, b in zip(data.probes, ends[:-1], ends[1:])}
+    language = PerplexityResult.of_windows(rows.nll[: ends[0]], rows.tokens[: ends[0]])
+    caps = {
+        task: ProbeResult(task, rows.exact[a:b], rows.nll[a:b], rows.tokens[a:b])
+        for task, a, b in zip(data.probes, ends[:-1], ends[1:], strict=True)
+    }
     return Profile(language, caps)
 
 
-def perplexity_change(a: Profile, b: Profile, n_resamples: int = 2000, seed: int = 0) -> tuple[float, tuple[float, float]]:
+def perplexity_change(
+    a: Profile, b: Profile, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
     """Relative change of perplexity from `b` to `a` (a / b - 1) on the same evaluation
     text, with a 95% bootstrap interval over windows resampled jointly for both."""
     nll_a, nll_b = a.language.window_nll, b.language.window_nll
@@ -336,8 +366,9 @@ def perplexity_change(a: Profile, b: Profile, n_resamples: int = 2000, seed: int
     return float(value), (float(lo), float(hi))
 
 
-def accuracy_gap(a: list[Profile], b: list[Profile], n_resamples: int = 2000,
-                 seed: int = 0) -> tuple[float, tuple[float, float]]:
+def accuracy_gap(
+    a: list[Profile], b: list[Profile], n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, tuple[float, float]]:
     """Mean exact-match accuracy of profiles `a` minus that of `b`, averaged over the pairs
     (a[i], b[i]) (e.g. two strategies at each sparsity of a grid) and over capabilities,
     with a 95% bootstrap interval: probes resampled within each capability, the same
@@ -350,8 +381,12 @@ def accuracy_gap(a: list[Profile], b: list[Profile], n_resamples: int = 2000,
     rng = np.random.default_rng(seed)
     value, boot = 0.0, np.zeros(n_resamples)
     for task in tasks:
-        diff = np.stack([pa.capabilities[task].correct.astype(float) - pb.capabilities[task].correct.astype(float)
-                         for pa, pb in zip(a, b)])                      # (pairs, probes)
+        diff = np.stack(
+            [
+                pa.capabilities[task].correct.astype(float) - pb.capabilities[task].correct.astype(float)
+                for pa, pb in zip(a, b, strict=True)
+            ]
+        )  # (pairs, probes)
         per_probe = diff.mean(0)
         value += per_probe.mean() / len(tasks)
         idx = rng.integers(len(per_probe), size=(n_resamples, len(per_probe)))

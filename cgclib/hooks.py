@@ -8,8 +8,9 @@ device of the model's inputs, where the token masks and the accumulators live.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ def _first_tensor(output):
 
 
 @contextmanager
-def head_outputs(model: nn.Module, callback: Callable[[int, torch.Tensor], None],
-                 layers: Iterable[int] | None = None) -> Iterator[None]:
+def head_outputs(
+    model: nn.Module, callback: Callable[[int, torch.Tensor], None], layers: Iterable[int] | None = None
+) -> Iterator[None]:
     """Call `callback(layer, z)` with each head's output z of shape (batch, seq, heads,
     head_dim): the input of the attention output projection, split by head."""
     lay = components.layout(model)
@@ -46,22 +48,24 @@ def head_outputs(model: nn.Module, callback: Callable[[int, torch.Tensor], None]
         def hook(module, args):
             x = args[0].to(home)
             callback(layer, x.view(*x.shape[:-1], lay.n_heads, lay.head_dim))
+
         return hook
 
-    with registered(lambda: [components.attention_output(model, l).register_forward_pre_hook(make(l))
-                             for l in layers]):
+    with registered(lambda: [components.attention_output(model, l).register_forward_pre_hook(make(l)) for l in layers]):
         yield
 
 
 @contextmanager
-def linear_inputs(model: nn.Module, modules: dict[str, nn.Module],
-                  callback: Callable[[str, torch.Tensor], None]) -> Iterator[None]:
+def linear_inputs(
+    model: nn.Module, modules: dict[str, nn.Module], callback: Callable[[str, torch.Tensor], None]
+) -> Iterator[None]:
     """Call `callback(name, x)` with the input x (..., in_features) of each named module."""
     home = devices.input_device(model)
 
     def make(name):
         def hook(module, args):
             callback(name, args[0].to(home))
+
         return hook
 
     with registered(lambda: [m.register_forward_pre_hook(make(n)) for n, m in modules.items()]):
@@ -69,8 +73,9 @@ def linear_inputs(model: nn.Module, modules: dict[str, nn.Module],
 
 
 @contextmanager
-def residual_stream(model: nn.Module, callback: Callable[[int, str, torch.Tensor], None],
-                    layers: Iterable[int] | None = None) -> Iterator[None]:
+def residual_stream(
+    model: nn.Module, callback: Callable[[int, str, torch.Tensor], None], layers: Iterable[int] | None = None
+) -> Iterator[None]:
     """Call `callback(layer, "in" | "out", h)` with the residual stream entering and
     leaving each block, h of shape (batch, seq, d_model)."""
     n = components.layout(model).n_layers
@@ -80,11 +85,13 @@ def residual_stream(model: nn.Module, callback: Callable[[int, str, torch.Tensor
     def make_pre(layer):
         def hook(module, args):
             callback(layer, "in", args[0].to(home))
+
         return hook
 
     def make_post(layer):
         def hook(module, args, output):
             callback(layer, "out", _first_tensor(output).to(home))
+
         return hook
 
     def factory():
@@ -108,14 +115,13 @@ def stopped_after(model: nn.Module, layer: int | None) -> Iterator[Callable[...,
     """Yield a function that runs `model(*args, **kwargs)` only up to the end of block
     `layer` (all of it for None): the blocks after it, the final norm and the unembedding
     are skipped, for statistics that need nothing past that block."""
+
     def stop(module, args, output):
         raise _ForwardStopped
 
     def run(*args, **kwargs) -> None:
-        try:
+        with contextlib.suppress(_ForwardStopped):
             model(*args, **kwargs)
-        except _ForwardStopped:
-            pass
 
     where = [] if layer is None else [components.block(model, components.check_layer(model, layer))]
     with registered(lambda: [b.register_forward_hook(stop) for b in where]):
@@ -123,8 +129,9 @@ def stopped_after(model: nn.Module, layer: int | None) -> Iterator[Callable[...,
 
 
 @contextmanager
-def replace_block_output(model: nn.Module, layer: int,
-                         fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+def replace_block_output(
+    model: nn.Module, layer: int, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
     """Replace the output of block `layer` by `fn(block_input, block_output)` (both given
     on the device of the model's inputs; the result goes back to the block's device)."""
     b = components.block(model, layer)
@@ -163,10 +170,12 @@ def scaled_heads(model: nn.Module, scales: dict[tuple[int, int], float]) -> Iter
                 factor[h] = s
             z = x.view(*x.shape[:-1], lay.n_heads, lay.head_dim) * factor[:, None]
             return (z.view_as(x), *args[1:])
+
         return hook
 
-    with registered(lambda: [components.attention_output(model, l).register_forward_pre_hook(make(h))
-                             for l, h in by_layer.items()]):
+    with registered(
+        lambda: [components.attention_output(model, l).register_forward_pre_hook(make(h)) for l, h in by_layer.items()]
+    ):
         yield
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import components, devices
 from .hooks import head_outputs, linear_inputs, registered
-from .saes import token_mask
+from .tokens import token_mask
 
 SIGNALS = ("wanda", "wanda_qkv", "magnitude", "activation_norm", "taylor")
 
@@ -44,51 +44,57 @@ def _head_gates(model, gates: torch.Tensor):
             x = args[0]
             z = x.view(*x.shape[:-1], lay.n_heads, lay.head_dim) * gates[layer].to(x.device, x.dtype)[:, None]
             return (z.view_as(x), *args[1:])
+
         return hook
 
-    with registered(lambda: [components.attention_output(model, l).register_forward_pre_hook(make(l))
-                             for l in range(lay.n_layers)]):
+    with registered(
+        lambda: [components.attention_output(model, l).register_forward_pre_hook(make(l)) for l in range(lay.n_layers)]
+    ):
         yield
 
 
-def head_importance(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int = 16,
-                    progress: bool = False) -> pd.DataFrame:
+def head_importance(
+    model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int = 16, progress: bool = False
+) -> pd.DataFrame:
     """Every signal of the module docstring for every head, one row per (layer, head),
     from the calibration sequences `ids` (padding and the first position left out)."""
     lay = components.layout(model)
     device = devices.input_device(model)
     n_layers, n_heads, d = lay.n_layers, lay.n_heads, lay.head_dim
     qkv_inputs = {l: next(iter(components.head_qkv_rows(model, l, 0)))[0] for l in range(n_layers)}
-    sq_out = torch.zeros(n_layers, n_heads * d, dtype=torch.float64)   # sum of X_j^2, W_O inputs
-    sq_qkv = torch.zeros(n_layers, lay.d_model, dtype=torch.float64)   # sum of X_j^2, q/k/v inputs
-    head_sq = torch.zeros(n_layers, n_heads, dtype=torch.float64)      # sum of ||z_h||^2
-    gate_grad = torch.zeros(n_layers, n_heads, dtype=torch.float64)    # sum of dL/dg over batches
+    sq_out = torch.zeros(n_layers, n_heads * d, dtype=torch.float64)  # sum of X_j^2, W_O inputs
+    sq_qkv = torch.zeros(n_layers, lay.d_model, dtype=torch.float64)  # sum of X_j^2, q/k/v inputs
+    head_sq = torch.zeros(n_layers, n_heads, dtype=torch.float64)  # sum of ||z_h||^2
+    gate_grad = torch.zeros(n_layers, n_heads, dtype=torch.float64)  # sum of dL/dg over batches
     n_tokens, n_loss_tokens = 0, 0
     was_training = model.training
     model.eval()
 
     starts = range(0, len(ids), batch_sequences)
     for start in tqdm(starts, desc="importance", disable=not progress, leave=False):
-        chunk = ids[start:start + batch_sequences].to(device)
+        chunk = ids[start : start + batch_sequences].to(device)
         mask = token_mask(chunk, pad_token_id)
         used = mask.sum().item()
 
-        def grab_heads(layer, z):
-            z = z.detach()[mask].double().cpu()                      # (tokens, heads, d)
+        def grab_heads(layer, z, mask=mask):
+            z = z.detach()[mask].double().cpu()  # (tokens, heads, d)
             sq_out[layer] += (z**2).sum(0).reshape(-1)
             head_sq[layer] += (z**2).sum((0, 2))
 
-        def grab_qkv(name, x):
+        def grab_qkv(name, x, mask=mask):
             sq_qkv[int(name)] += (x.detach()[mask].double().cpu() ** 2).sum(0)
 
         gates = torch.ones(n_layers, n_heads, device=device, requires_grad=True)
         attention = None if pad_token_id is None else (chunk != pad_token_id).long()
         labels = chunk.masked_fill(~mask, -100)
-        with head_outputs(model, grab_heads), linear_inputs(model, {str(l): m for l, m in qkv_inputs.items()}, grab_qkv), \
-                _head_gates(model, gates):
+        with (
+            head_outputs(model, grab_heads),
+            linear_inputs(model, {str(l): m for l, m in qkv_inputs.items()}, grab_qkv),
+            _head_gates(model, gates),
+        ):
             loss = model(input_ids=chunk, attention_mask=attention, labels=labels).loss
         n_predicted = int((labels[:, 1:] != -100).sum())
-        (grad,) = torch.autograd.grad(loss * n_predicted, gates)       # a sum over predicted tokens
+        (grad,) = torch.autograd.grad(loss * n_predicted, gates)  # a sum over predicted tokens
         gate_grad += grad.double().cpu()
         n_tokens += used
         n_loss_tokens += n_predicted
@@ -97,17 +103,22 @@ def head_importance(model, ids: torch.Tensor, pad_token_id: int | None, batch_se
     rows = []
     for layer in range(n_layers):
         w_out = components.weight(components.attention_output(model, layer)).detach().double().cpu()
-        wanda_out = w_out.abs() * sq_out[layer].sqrt()                  # (out, in) Wanda scores
+        wanda_out = w_out.abs() * sq_out[layer].sqrt()  # (out, in) Wanda scores
         for head in range(n_heads):
             cols = slice(head * d, (head + 1) * d)
-            qkv = [components.weight(m).detach().double().cpu()[r] for m, r in components.head_qkv_rows(model, layer, head)]
+            qkv = [
+                components.weight(m).detach().double().cpu()[r] for m, r in components.head_qkv_rows(model, layer, head)
+            ]
             qkv_scores = torch.cat(qkv).abs() * sq_qkv[layer].sqrt()
-            rows.append({
-                "layer": layer, "head": head,
-                "wanda": float(wanda_out[:, cols].mean(0).sum()),
-                "wanda_qkv": float(qkv_scores.mean(0).sum()),
-                "magnitude": float(w_out[:, cols].norm()),
-                "activation_norm": float((head_sq[layer, head] / n_tokens).sqrt()),
-                "taylor": float(abs(gate_grad[layer, head]) / n_loss_tokens),
-            })
+            rows.append(
+                {
+                    "layer": layer,
+                    "head": head,
+                    "wanda": float(wanda_out[:, cols].mean(0).sum()),
+                    "wanda_qkv": float(qkv_scores.mean(0).sum()),
+                    "magnitude": float(w_out[:, cols].norm()),
+                    "activation_norm": float((head_sq[layer, head] / n_tokens).sqrt()),
+                    "taylor": float(abs(gate_grad[layer, head]) / n_loss_tokens),
+                }
+            )
     return pd.DataFrame(rows).set_index(["layer", "head"])

@@ -39,10 +39,17 @@ from .storage import atomic_write_json
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 STEM_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-RULES = {cls.__name__: cls for cls in (
-    verdicts.InRange, verdicts.Overlaps, verdicts.Equivalence, verdicts.Exceeds,
-    verdicts.SignificantSign, verdicts.WithinTolerance,
-)}
+RULES = {
+    cls.__name__: cls
+    for cls in (
+        verdicts.InRange,
+        verdicts.Overlaps,
+        verdicts.Equivalence,
+        verdicts.Exceeds,
+        verdicts.SignificantSign,
+        verdicts.WithinTolerance,
+    )
+}
 
 
 class LedgerError(ValueError):
@@ -95,6 +102,7 @@ def rule_from_dict(data: dict) -> verdicts.Rule:
 
 
 # --- validation ------------------------------------------------------------------------
+
 
 def _finite(x: Any, where: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
@@ -183,8 +191,7 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     recomputed = rule.judge(verdicts.Measurement(value=value, ci95=ci, p=p, bracket=bracket))
     if recomputed != record["verdict"]:
         raise LedgerError(
-            f"{rid}: verdict {record['verdict']!r} does not follow from the data; "
-            f"the rule gives {recomputed!r}"
+            f"{rid}: verdict {record['verdict']!r} does not follow from the data; the rule gives {recomputed!r}"
         )
     section = record.get("section")
     if section is not None:
@@ -212,6 +219,7 @@ def load_results(path: Path) -> list[dict]:
 
 # --- display ---------------------------------------------------------------------------
 
+
 def format_number(x: float) -> str:
     """A compact rendering for tables: 3 significant digits, no scientific notation for
     ordinary magnitudes."""
@@ -226,8 +234,11 @@ def format_paper(paper: dict | None) -> str:
     if paper is None:
         return "—"
     value = paper["value"]
-    text = (f"[{format_number(value[0])}, {format_number(value[1])}]"
-            if isinstance(value, (list, tuple)) else format_number(value))
+    text = (
+        f"[{format_number(value[0])}, {format_number(value[1])}]"
+        if isinstance(value, (list, tuple))
+        else format_number(value)
+    )
     if paper.get("n"):
         text += f" (n={paper['n']})"
     return text
@@ -247,6 +258,7 @@ def format_ours(ours: dict) -> str:
 
 
 # --- writing ---------------------------------------------------------------------------
+
 
 def in_kernel() -> bool:
     """True inside a Jupyter kernel (where glued values reach the executed notebook)."""
@@ -271,12 +283,13 @@ def glue_values(values: dict[str, Any], prefix: str = "") -> None:
         glue(f"{prefix}{key}", value, display=False)
 
 
+AT_ONCE = "CGC_CHAPTERS_AT_ONCE"  # set by `cgc execute` when it runs several chapters at once
+
+
 def machine() -> str:
     """The machine a chapter ran on, in words: the GPU if there is one, else the CPU threads;
     and how many chapters shared it (`cgc execute` runs several at once)."""
     import torch
-
-    from .book_execution import AT_ONCE
 
     if torch.cuda.is_available():
         where = f"one {torch.cuda.get_device_name()} GPU"
@@ -372,13 +385,23 @@ class Ledger:
         import pandas as pd
 
         if self.glue:
-            glue_values({"run_minutes": (time.perf_counter() - self.opened) / 60, "run_machine": machine(),
-                         "run_date": dt.date.today().isoformat()}, prefix=f"{self.notebook}.")
+            glue_values(
+                {
+                    "run_minutes": (time.perf_counter() - self.opened) / 60,
+                    "run_machine": machine(),
+                    "run_date": dt.date.today().isoformat(),
+                },
+                prefix=f"{self.notebook}.",
+            )
 
         return pd.DataFrame(
             [
-                {"claim": r["id"], "paper": format_paper(r["paper"]), "ours": format_ours(r["ours"]),
-                 "verdict": r["verdict"]}
+                {
+                    "claim": r["id"],
+                    "paper": format_paper(r["paper"]),
+                    "ours": format_ours(r["ours"]),
+                    "verdict": r["verdict"],
+                }
                 for r in self.records
             ]
         )

@@ -15,9 +15,9 @@ Held-out statistics are kept per sequence, so intervals come from resampling seq
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -38,9 +38,15 @@ def replaced_blocks(model, maps: Mapping[int, AffineMap]) -> Iterator[None]:
 
 
 @torch.no_grad()
-def block_moments(model, ids: torch.Tensor, pad_token_id: int | None, layers: list[int] | None = None,
-                  upstream: Mapping[int, AffineMap] | None = None, batch_sequences: int = 16,
-                  progress: bool = False) -> dict[int, CrossMoments]:
+def block_moments(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    layers: list[int] | None = None,
+    upstream: Mapping[int, AffineMap] | None = None,
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> dict[int, CrossMoments]:
     """Moments of (block input, block update) for each layer over the tokens of `ids`,
     with the blocks in `upstream` replaced by their maps (to shift the distribution)."""
     n_layers = components.layout(model).n_layers
@@ -59,7 +65,9 @@ def block_moments(model, ids: torch.Tensor, pad_token_id: int | None, layers: li
             moments[layer].update(x[mask], (h - x)[mask])
 
     with replaced_blocks(model, upstream or {}), residual_stream(model, grab, layers):
-        for chunk, mask, attention in token_batches(model, ids, pad_token_id, batch_sequences, progress, "block moments"):
+        for chunk, mask, attention in token_batches(  # noqa: B007 (grab reads mask)
+            model, ids, pad_token_id, batch_sequences, progress, "block moments"
+        ):
             model(input_ids=chunk, attention_mask=attention)
     return moments
 
@@ -74,12 +82,12 @@ class FitStats:
     """Per held-out sequence: squared error of the fitted block, and the sums that give the
     total variance of the output y and of the update u."""
 
-    sse: np.ndarray     # (S,)
-    sum_y: np.ndarray   # (S, d)
-    sq_y: np.ndarray    # (S,)
-    sum_u: np.ndarray   # (S, d)
-    sq_u: np.ndarray    # (S,)
-    n: np.ndarray       # (S,) tokens
+    sse: np.ndarray  # (S,)
+    sum_y: np.ndarray  # (S, d)
+    sq_y: np.ndarray  # (S,)
+    sum_u: np.ndarray  # (S, d)
+    sq_u: np.ndarray  # (S,)
+    n: np.ndarray  # (S,) tokens
 
     def r2(self, target: str = "output", index: np.ndarray | None = None) -> float:
         """Pooled R^2 of the output ('output') or of the update ('update') over the
@@ -102,8 +110,9 @@ class FitStats:
         return float(np.sqrt(self.sse.sum() / self.sq_y.sum()))
 
 
-def sequence_bootstrap(statistic: Callable[[np.ndarray], float], n_sequences: int, n_resamples: int = 1000,
-                       seed: int = 0) -> tuple[float, float]:
+def sequence_bootstrap(
+    statistic: Callable[[np.ndarray], float], n_sequences: int, n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile interval of `statistic(index)` over resamples of the held-out
     sequences; statistics of several blocks computed on the same sequences share each
     resample, so differences between them are paired."""
@@ -114,9 +123,15 @@ def sequence_bootstrap(statistic: Callable[[np.ndarray], float], n_sequences: in
 
 
 @torch.no_grad()
-def heldout_fit(model, ids: torch.Tensor, pad_token_id: int | None, maps: Mapping[int, AffineMap],
-                upstream: Mapping[int, AffineMap] | None = None, batch_sequences: int = 16,
-                progress: bool = False) -> dict[int, FitStats]:
+def heldout_fit(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    maps: Mapping[int, AffineMap],
+    upstream: Mapping[int, AffineMap] | None = None,
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> dict[int, FitStats]:
     """How well each map in `maps` predicts its block on the tokens of `ids`, with the
     blocks in `upstream` replaced (the distribution the maps now see)."""
     device = devices.input_device(model)
@@ -134,15 +149,25 @@ def heldout_fit(model, ids: torch.Tensor, pad_token_id: int | None, maps: Mappin
         u = y - x
         w = mask.unsqueeze(-1).double()
         err = (u - maps[layer](x)) * w
-        rows[layer].append([err.square().sum((1, 2)), (y * w).sum(1), (y.square() * w).sum((1, 2)),
-                            (u * w).sum(1), (u.square() * w).sum((1, 2)), mask.sum(1).double()])
+        rows[layer].append(
+            [
+                err.square().sum((1, 2)),
+                (y * w).sum(1),
+                (y.square() * w).sum((1, 2)),
+                (u * w).sum(1),
+                (u.square() * w).sum((1, 2)),
+                mask.sum(1).double(),
+            ]
+        )
 
     with replaced_blocks(model, upstream or {}), residual_stream(model, grab, list(maps)):
-        for chunk, mask, attention in token_batches(model, ids, pad_token_id, batch_sequences, progress, "held-out fit"):
+        for chunk, mask, attention in token_batches(  # noqa: B007 (grab reads mask)
+            model, ids, pad_token_id, batch_sequences, progress, "held-out fit"
+        ):
             model(input_ids=chunk, attention_mask=attention)
     out = {}
     for layer, parts in rows.items():
-        cols = [torch.cat(c).cpu().numpy() for c in zip(*parts)]
+        cols = [torch.cat(c).cpu().numpy() for c in zip(*parts, strict=True)]
         out[layer] = FitStats(*cols)
     return out
 

@@ -50,8 +50,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
     """`auto` is bfloat16 on a GPU that supports it, float32 otherwise."""
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if dtype == "auto":
         if device is not None and device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -112,8 +118,7 @@ def verify_checkpoint(folder: Path) -> dict:
     card_path, weights = folder / CARD_FILE, folder / WEIGHTS_FILE
     if not card_path.is_file() or not weights.is_file():
         raise CheckpointError(
-            f"test bed at {folder} is incomplete (needs {CARD_FILE} and {WEIGHTS_FILE}); "
-            "rebuild it with `make testbed`"
+            f"test bed at {folder} is incomplete (needs {CARD_FILE} and {WEIGHTS_FILE}); rebuild it with `make testbed`"
         )
     card = json.loads(card_path.read_text())
     expected = card.get("weights_sha256")

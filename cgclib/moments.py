@@ -9,14 +9,14 @@ runs on the test bed and on a 7B model on one GPU.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from . import devices
-from .saes import token_mask
+from .tokens import token_mask
 
 
 @dataclass
@@ -32,7 +32,7 @@ class CrossMoments:
     yy: torch.Tensor | None = None
 
     @classmethod
-    def zeros(cls, dim_x: int, dim_y: int, device: torch.device | str = "cpu", with_yy: bool = False) -> "CrossMoments":
+    def zeros(cls, dim_x: int, dim_y: int, device: torch.device | str = "cpu", with_yy: bool = False) -> CrossMoments:
         def z(*shape):
             return torch.zeros(*shape, dtype=torch.float64, device=device)
 
@@ -92,7 +92,7 @@ class AffineMap:
     def n_parameters(self) -> int:
         return self.weight.numel() + self.bias.numel()
 
-    def to(self, device, dtype=None) -> "AffineMap":
+    def to(self, device, dtype=None) -> AffineMap:
         return AffineMap(self.weight.to(device, dtype), self.bias.to(device, dtype))
 
 
@@ -132,8 +132,14 @@ def low_rank_parameters(fit: AffineMap, rank: int) -> int:
     return rank * (dim_x + dim_y) + dim_y
 
 
-def token_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int = 16,
-                  progress: bool = False, desc: str = "batches") -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+def token_batches(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    batch_sequences: int = 16,
+    progress: bool = False,
+    desc: str = "batches",
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """(token ids, mask of the positions whose activations count, attention mask) per batch
     of sequences, on the model's device, with the model in eval mode while iterating."""
     device = devices.input_device(model)
@@ -142,7 +148,7 @@ def token_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequ
     try:
         starts = range(0, len(ids), batch_sequences)
         for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-            chunk = ids[start:start + batch_sequences].to(device)
+            chunk = ids[start : start + batch_sequences].to(device)
             attention = None if pad_token_id is None else (chunk != pad_token_id).long()
             yield chunk, token_mask(chunk, pad_token_id), attention
     finally:

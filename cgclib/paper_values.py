@@ -10,15 +10,14 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
 
 import pandas as pd
 import yaml
 
 from .paths import data_dir
 
-Number = Union[int, float]
-ValueOrRange = Union[Number, tuple[Number, Number]]
+Number = int | float
+ValueOrRange = Number | tuple[Number, Number]
 
 
 class PaperValueError(KeyError):
@@ -80,8 +79,7 @@ def _source(data: dict, key: str, name: str) -> dict:
         return data["sources"][name]
     except KeyError:
         raise PaperValueError(
-            f"paper value {key!r} names unknown source {name!r}; "
-            f"known sources: {sorted(data['sources'])}"
+            f"paper value {key!r} names unknown source {name!r}; known sources: {sorted(data['sources'])}"
         ) from None
 
 
@@ -91,9 +89,7 @@ def paper_value(key: str, path: Path | None = None) -> PaperValue:
     try:
         entry = data["values"][key]
     except KeyError:
-        raise PaperValueError(
-            f"no paper value {key!r}; known keys: {', '.join(sorted(data['values']))}"
-        ) from None
+        raise PaperValueError(f"no paper value {key!r}; known keys: {', '.join(sorted(data['values']))}") from None
     raw = entry.get("value")
     if isinstance(raw, list):
         if len(raw) != 2:
@@ -133,9 +129,7 @@ def paper_table(key: str, path: Path | None = None) -> PaperTable:
     try:
         entry = data["tables"][key]
     except KeyError:
-        raise PaperValueError(
-            f"no paper table {key!r}; known tables: {', '.join(sorted(data['tables']))}"
-        ) from None
+        raise PaperValueError(f"no paper table {key!r}; known tables: {', '.join(sorted(data['tables']))}") from None
     index = pd.Index(entry["index"], name=entry["index_name"])
     columns = {}
     for name, cells in entry["columns"].items():
@@ -144,6 +138,9 @@ def paper_table(key: str, path: Path | None = None) -> PaperTable:
         columns[name] = [float("nan") if c is None else float(_check_number(key, c)) for c in cells]
     source = _source(data, key, entry["source"])
     return PaperTable(
-        key=key, frame=pd.DataFrame(columns, index=index), source=source["citation"],
-        bibkey=source["bibkey"], setting=entry["setting"],
+        key=key,
+        frame=pd.DataFrame(columns, index=index),
+        source=source["citation"],
+        bibkey=source["bibkey"],
+        setting=entry["setting"],
     )

@@ -85,10 +85,10 @@ def _profile_rss(s: np.ndarray, y: np.ndarray, s0: np.ndarray, b: float):
     columns and keeping the best solution whose coefficients are feasible.
     """
     g = len(s0)
-    gradual = np.minimum(s[None, :], s0[:, None]) ** b          # (g, n)
-    collapse = np.maximum(s[None, :] - s0[:, None], 0.0)         # (g, n)
+    gradual = np.minimum(s[None, :], s0[:, None]) ** b  # (g, n)
+    collapse = np.maximum(s[None, :] - s0[:, None], 0.0)  # (g, n)
     ones = np.ones_like(gradual)
-    design = np.stack([ones, gradual, collapse], axis=-1)        # (g, n, 3)
+    design = np.stack([ones, gradual, collapse], axis=-1)  # (g, n, 3)
     best_rss = np.full(g, np.inf)
     best_coef = np.zeros((g, 3))
     for active in ((0, 1, 2), (0, 1), (0, 2), (0,)):

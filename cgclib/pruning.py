@@ -15,8 +15,8 @@ are those produced by the blocks already pruned before it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from typing import Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from . import components, devices
 from .hooks import linear_inputs, stopped_after
 from .resume import recorded_inputs, resumed_at
-from .saes import token_mask
+from .tokens import token_mask
 
 Masks = dict[str, torch.Tensor]
 
@@ -40,22 +40,28 @@ def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
 
 
 @torch.no_grad()
-def input_square_sums(model, ids: torch.Tensor, pad_token_id: int | None, modules: Mapping[str, torch.nn.Module],
-                      batch_sequences: int = 16) -> dict[str, torch.Tensor]:
+def input_square_sums(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    modules: Mapping[str, torch.nn.Module],
+    batch_sequences: int = 16,
+) -> dict[str, torch.Tensor]:
     """sum over calibration tokens of x_j^2 for every input feature j of each module
     (padding left out): ||X_j||_2 squared, accumulated batch by batch on the model's device.
     The forward passes stop after the last block that holds one of the modules."""
     device = devices.input_device(model)
-    acc = {name: torch.zeros(components.in_features(m), dtype=torch.float64, device=device)
-           for name, m in modules.items()}
+    acc = {
+        name: torch.zeros(components.in_features(m), dtype=torch.float64, device=device) for name, m in modules.items()
+    }
     was_training = model.training
     model.eval()
     with stopped_after(model, components.last_block_holding(model, modules.values())) as forward:
         for start in range(0, len(ids), batch_sequences):
-            chunk = ids[start:start + batch_sequences].to(device)
+            chunk = ids[start : start + batch_sequences].to(device)
             mask = token_mask(chunk, pad_token_id)
 
-            def grab(name, x):
+            def grab(name, x, mask=mask):
                 acc[name] += x[mask].double().pow(2).sum(0)
 
             attention = None if pad_token_id is None else (chunk != pad_token_id).long()
@@ -97,8 +103,14 @@ def masked(model, masks: Masks) -> Iterator[None]:
         yield
 
 
-def wanda_block_masks(model, ids: torch.Tensor, pad_token_id: int | None, block_sparsity: Mapping[int, float],
-                      batch_sequences: int = 16, progress: bool = False) -> Masks:
+def wanda_block_masks(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    block_sparsity: Mapping[int, float],
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> Masks:
     """Unstructured Wanda masks for every linear layer of the given blocks, block b pruned
     at `block_sparsity[b]`, blocks in order with inputs from the already pruned blocks."""
     for block, s in block_sparsity.items():
@@ -109,9 +121,10 @@ def wanda_block_masks(model, ids: torch.Tensor, pad_token_id: int | None, block_
     for block in tqdm(sorted(block_sparsity), desc="wanda", disable=not progress, leave=False):
         layers = block_linear_layers(model, block)
         # each pass starts at the previous block (now pruned) and stops after this one
-        with masked(model, masks), (resumed_at(model, recorded) if recorded else nullcontext()):
+        with masked(model, masks), resumed_at(model, recorded) if recorded else nullcontext():
             sums, recorded = recorded_inputs(
-                model, block, lambda: input_square_sums(model, ids, pad_token_id, layers, batch_sequences))
+                model, block, lambda layers=layers: input_square_sums(model, ids, pad_token_id, layers, batch_sequences)
+            )
         masks.update(wanda_masks(layers, sums, block_sparsity[block]))
     return masks
 
@@ -121,11 +134,13 @@ def block_linear_layers(model, block: int) -> dict[str, torch.nn.Module]:
     return {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
 
 
-def wanda_masks(modules: Mapping[str, torch.nn.Module], square_sums: Mapping[str, torch.Tensor],
-                sparsity: float) -> Masks:
+def wanda_masks(
+    modules: Mapping[str, torch.nn.Module], square_sums: Mapping[str, torch.Tensor], sparsity: float
+) -> Masks:
     """Wanda masks of the given layers at one sparsity, from their input statistics."""
-    return {name: row_mask(wanda_scores(components.weight(m), square_sums[name]), sparsity)
-            for name, m in modules.items()}
+    return {
+        name: row_mask(wanda_scores(components.weight(m), square_sums[name]), sparsity) for name, m in modules.items()
+    }
 
 
 def head_weight_slices(model, layer: int, head: int) -> list[tuple[str, torch.nn.Module, slice, slice]]:
@@ -159,4 +174,3 @@ def wanda_head_masks(model, square_sums: Mapping[str, torch.Tensor], layer: int,
         mask[rows, cols] = row_mask(scores[rows, cols], sparsity)
         masks[name] = mask
     return masks
-

@@ -16,8 +16,8 @@ Every scheme's storage is counted and never exceeds the direct scheme's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 
@@ -49,8 +49,8 @@ def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor
     valid = torch.nn.functional.pad(torch.ones_like(w, dtype=torch.bool), (0, pad)).view_as(groups)
     low = groups.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
     high = groups.masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
-    step = ((high - low) / (2 ** bits - 1)).clamp(min=torch.finfo(torch.float32).tiny)
-    levels = torch.round((groups - low) / step).clamp(0, 2 ** bits - 1)
+    step = ((high - low) / (2**bits - 1)).clamp(min=torch.finfo(torch.float32).tiny)
+    levels = torch.round((groups - low) / step).clamp(0, 2**bits - 1)
     return (low + levels * step).view(out_features, -1)[:, :in_features].to(w.dtype)
 
 
@@ -79,8 +79,8 @@ class Scheme:
 @dataclass(frozen=True)
 class Compressed:
     weight: torch.Tensor  # the reconstructed (out, in) matrix
-    bits: int             # storage used
-    rank: int             # rank of the factored part (0 for direct)
+    bits: int  # storage used
+    rank: int  # rank of the factored part (0 for direct)
 
 
 def _factors(w: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +95,10 @@ def _factor_bits(out_features: int, in_features: int, rank: int, bits: int, grou
 
 def _largest_rank(out_features: int, in_features: int, budget: int, bits: int, group_size: int) -> int:
     rank = 0
-    while rank < min(out_features, in_features) and _factor_bits(out_features, in_features, rank + 1, bits, group_size) <= budget:
+    while (
+        rank < min(out_features, in_features)
+        and _factor_bits(out_features, in_features, rank + 1, bits, group_size) <= budget
+    ):
         rank += 1
     return rank
 
@@ -117,20 +120,32 @@ def compress(w: torch.Tensor, scheme: Scheme) -> Compressed:
     residual_bits = storage_bits(out_features, in_features, scheme.bits - 1, g)
     rank = _largest_rank(out_features, in_features, budget - residual_bits, FACTOR_BITS, g)
     a, b = _factors(w, rank) if rank else (w.new_zeros(out_features, 0).float(), w.new_zeros(0, in_features).float())
-    low = quantize_groups(a, FACTOR_BITS, g) @ quantize_groups(b, FACTOR_BITS, g) if rank else torch.zeros_like(w, dtype=torch.float32)
+    low = (
+        quantize_groups(a, FACTOR_BITS, g) @ quantize_groups(b, FACTOR_BITS, g)
+        if rank
+        else torch.zeros_like(w, dtype=torch.float32)
+    )
     approx = low + quantize_groups(w.float() - low, scheme.bits - 1, g)
     used = residual_bits + (_factor_bits(out_features, in_features, rank, FACTOR_BITS, g) if rank else 0)
     return Compressed(approx.to(w.dtype), used, rank)
 
 
 @torch.no_grad()
-def input_second_moments(model, ids: torch.Tensor, pad_token_id: int | None, modules: Mapping[str, torch.nn.Module],
-                         batch_sequences: int = 16, progress: bool = False) -> dict[str, torch.Tensor]:
+def input_second_moments(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    modules: Mapping[str, torch.nn.Module],
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
     """X^T X / n over calibration tokens for the input of each module: what turns a weight
     error E into the expected output error, E[||E x||^2] = trace(E M E^T)."""
     device = devices.input_device(model)
-    acc = {name: torch.zeros(components.in_features(m), components.in_features(m), dtype=torch.float64, device=device)
-           for name, m in modules.items()}
+    acc = {
+        name: torch.zeros(components.in_features(m), components.in_features(m), dtype=torch.float64, device=device)
+        for name, m in modules.items()
+    }
     count = [0]
     state = {}
 
@@ -139,7 +154,9 @@ def input_second_moments(model, ids: torch.Tensor, pad_token_id: int | None, mod
         acc[name] += rows.T @ rows
 
     with linear_inputs(model, modules, grab):
-        for chunk, mask, attention in token_batches(model, ids, pad_token_id, batch_sequences, progress, "input moments"):
+        for chunk, mask, attention in token_batches(
+            model, ids, pad_token_id, batch_sequences, progress, "input moments"
+        ):
             state["mask"] = mask
             count[0] += int(mask.sum())
             model(input_ids=chunk, attention_mask=attention)

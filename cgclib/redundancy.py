@@ -60,8 +60,9 @@ def breadth_of(mass) -> float:
     return float(np.exp(h) / len(u))
 
 
-def critical_ratio(mass, tau: float, order: str = "informed", rng: np.random.Generator | None = None,
-                   n_draws: int = 200) -> float:
+def critical_ratio(
+    mass, tau: float, order: str = "informed", rng: np.random.Generator | None = None, n_draws: int = 200
+) -> float:
     """The largest share s of features whose removal loses at most `tau` of the mass.
 
     "informed": features are removed least-used first (the best any feature-removing

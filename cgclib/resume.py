@@ -12,9 +12,10 @@ Memory: one block input per evaluated token (tokens x d_model), for one layer at
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ class ReplayError(RuntimeError):
 class BlockInputs:
     layer: int
     inputs: list[torch.Tensor]  # block `layer`'s input of each forward pass, in call order
-    returns_tuple: bool         # whether the model's blocks return a tuple or a tensor
+    returns_tuple: bool  # whether the model's blocks return a tuple or a tensor
 
 
 def _hidden_states(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -54,8 +55,12 @@ def recorded_inputs(model: nn.Module, layer: int, run: Callable[[], T]) -> tuple
         kinds.append(isinstance(output, tuple))
 
     first = components.block(model, 0)
-    with registered(lambda: [components.block(model, layer).register_forward_pre_hook(pre, with_kwargs=True),
-                             first.register_forward_hook(post)]):
+    with registered(
+        lambda: [
+            components.block(model, layer).register_forward_pre_hook(pre, with_kwargs=True),
+            first.register_forward_hook(post),
+        ]
+    ):
         result = run()
     return result, BlockInputs(layer, inputs, bool(kinds and kinds[0]))
 
@@ -77,7 +82,9 @@ def _blocks_return_tuple(model: nn.Module) -> bool:
     forward pass of a single token tells."""
     device = next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
     with torch.no_grad():
-        _, recorded = recorded_inputs(model, 0, lambda: model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)))
+        _, recorded = recorded_inputs(
+            model, 0, lambda: model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+        )
     return recorded.returns_tuple
 
 
@@ -108,8 +115,10 @@ def resumed_at(model: nn.Module, recorded: BlockInputs) -> Iterator[None]:
         stream = recorded.inputs[i]
         current = _hidden_states(args, kwargs)
         if current.shape != stream.shape:
-            raise ReplayError(f"forward pass {i + 1} has a stream of shape {tuple(current.shape)}, "
-                              f"the recorded one {tuple(stream.shape)}")
+            raise ReplayError(
+                f"forward pass {i + 1} has a stream of shape {tuple(current.shape)}, "
+                f"the recorded one {tuple(stream.shape)}"
+            )
         calls[0] += 1
         if args:
             return (stream.to(current.device), *args[1:]), kwargs
@@ -118,7 +127,9 @@ def resumed_at(model: nn.Module, recorded: BlockInputs) -> Iterator[None]:
     try:
         for i in range(recorded.layer):
             blocks[i] = _Skipped(recorded.returns_tuple)
-        with registered(lambda: [components.block(model, recorded.layer).register_forward_pre_hook(pre, with_kwargs=True)]):
+        with registered(
+            lambda: [components.block(model, recorded.layer).register_forward_pre_hook(pre, with_kwargs=True)]
+        ):
             yield
     finally:
         for i, block in enumerate(originals):

@@ -23,18 +23,20 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from . import components, devices
-from .models import model_fingerprint, sha256_file
 from .hooks import head_outputs
+from .models import model_fingerprint, sha256_file
 from .paths import cache_dir, data_dir
 from .storage import computed_once
+from .tokens import token_mask
 
 if TYPE_CHECKING:  # for annotations only; the functions import sae_lens where they use it
     import sae_lens
@@ -72,28 +74,21 @@ def head_name(head: Head) -> str:
     return f"L{head[0]}H{head[1]}"
 
 
-def token_mask(ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
-    """Positions whose activations are used: not padding, and not the first position
-    (whose activations are outliers in most models: nothing to attend to but itself)."""
-    mask = torch.ones_like(ids, dtype=torch.bool) if pad_token_id is None else ids != pad_token_id
-    mask[:, 0] = False
-    return mask
-
-
 @torch.no_grad()
-def stream_head_activations(model, ids: torch.Tensor, heads: list[Head], pad_token_id: int | None,
-                            batch_sequences: int = 16) -> Iterator[dict[Head, torch.Tensor]]:
+def stream_head_activations(
+    model, ids: torch.Tensor, heads: list[Head], pad_token_id: int | None, batch_sequences: int = 16
+) -> Iterator[dict[Head, torch.Tensor]]:
     """For each chunk of sequences, every requested head's output at the used positions,
     as a (tokens, head_dim) float32 tensor on the model's device."""
     device = devices.input_device(model)
     layers = sorted({l for l, _ in heads})
     by_layer = {l: [h for ll, h in heads if ll == l] for l in layers}
     for start in range(0, len(ids), batch_sequences):
-        chunk = ids[start:start + batch_sequences].to(device)
+        chunk = ids[start : start + batch_sequences].to(device)
         mask = token_mask(chunk, pad_token_id)
         captured: dict[Head, torch.Tensor] = {}
 
-        def grab(layer, z):
+        def grab(layer, z, captured=captured, mask=mask):
             for h in by_layer[layer]:
                 captured[(layer, h)] = z[:, :, h, :][mask].float()
 
@@ -129,7 +124,7 @@ class _ShuffledHeadBatches:
         n = len(next(iter(stacked.values())))
         order = torch.randperm(n, generator=self.generator).to(next(iter(stacked.values())).device)
         for start in range(0, n - self.batch_tokens + 1, self.batch_tokens):
-            idx = order[start:start + self.batch_tokens]
+            idx = order[start : start + self.batch_tokens]
             yield {head_name(h): stacked[h][idx] for h in heads}
 
     def __iter__(self):
@@ -143,19 +138,30 @@ class _ShuffledHeadBatches:
                 self._batches = self._epoch()
 
 
-def _cache_key(fingerprint: str, ids: torch.Tensor, pad_token_id: int | None, head: Head,
-               cfg: HeadSAEConfig) -> str:
+def _cache_key(fingerprint: str, ids: torch.Tensor, pad_token_id: int | None, head: Head, cfg: HeadSAEConfig) -> str:
     import sae_lens
 
     ids_digest = hashlib.sha256(ids.cpu().numpy().tobytes()).hexdigest()
-    spec = {"model": fingerprint, "tokens": ids_digest, "shape": list(ids.shape), "pad": pad_token_id,
-            "head": list(head),
-            "config": asdict(cfg), "sae_lens": sae_lens.__version__}
+    spec = {
+        "model": fingerprint,
+        "tokens": ids_digest,
+        "shape": list(ids.shape),
+        "pad": pad_token_id,
+        "head": list(head),
+        "config": asdict(cfg),
+        "sae_lens": sae_lens.__version__,
+    }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: HeadSAEConfig = HeadSAEConfig(),
-                    heads: list[Head] | None = None, cache: Path | None = None) -> dict[Head, "sae_lens.SAE"]:
+def train_head_saes(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    cfg: HeadSAEConfig = HeadSAEConfig(),
+    heads: list[Head] | None = None,
+    cache: Path | None = None,
+) -> dict[Head, sae_lens.SAE]:
     """One trained TopK SAE per head, from the cache when available (see module docstring)."""
     from sae_lens import SAE
 
@@ -183,8 +189,16 @@ def train_head_saes(model, ids: torch.Tensor, pad_token_id: int | None, cfg: Hea
     return {head: saes[head] for head in heads}
 
 
-def _train(model, ids: torch.Tensor, pad_token_id: int | None, cfg: HeadSAEConfig, missing: list[Head],
-           keys: dict[Head, str], cache: Path, saes: dict) -> None:
+def _train(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    cfg: HeadSAEConfig,
+    missing: list[Head],
+    keys: dict[Head, str],
+    cache: Path,
+    saes: dict,
+) -> None:
     """Train the SAEs of the `missing` heads together, store each in the cache under its
     key and add it to `saes`."""
     from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig
@@ -195,19 +209,29 @@ def _train(model, ids: torch.Tensor, pad_token_id: int | None, cfg: HeadSAEConfi
     device = devices.input_device(model)
     torch.manual_seed(cfg.seed)
     training = {
-        head_name(head): TopKTrainingSAE(TopKTrainingSAEConfig(
-            d_in=lay.head_dim, d_sae=cfg.d_sae(lay.head_dim), k=cfg.k(lay.head_dim), device=str(device),
-            normalize_activations="expected_average_only_in",
-        ))
+        head_name(head): TopKTrainingSAE(
+            TopKTrainingSAEConfig(
+                d_in=lay.head_dim,
+                d_sae=cfg.d_sae(lay.head_dim),
+                k=cfg.k(lay.head_dim),
+                device=str(device),
+                normalize_activations="expected_average_only_in",
+            )
+        )
         for head in missing
     }
     n_tokens = int(token_mask(ids, pad_token_id).sum())
     steps = max(1, cfg.epochs * n_tokens // cfg.batch_tokens)
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=steps * cfg.batch_tokens, train_batch_size_samples=cfg.batch_tokens,
-        lr=cfg.lr, lr_end=cfg.lr / 10, lr_scheduler_name="cosineannealing",
-        lr_warm_up_steps=min(50, steps // 10), device=str(device),
-        n_batches_for_norm_estimate=min(20, steps), dead_feature_window=max(50, steps // 5),
+        total_training_samples=steps * cfg.batch_tokens,
+        train_batch_size_samples=cfg.batch_tokens,
+        lr=cfg.lr,
+        lr_end=cfg.lr / 10,
+        lr_scheduler_name="cosineannealing",
+        lr_warm_up_steps=min(50, steps // 10),
+        device=str(device),
+        n_batches_for_norm_estimate=min(20, steps),
+        dead_feature_window=max(50, steps // 5),
         feature_sampling_window=max(50, steps // 5),
     )
     stream = _ShuffledHeadBatches(model, ids, missing, pad_token_id, cfg.batch_tokens, cfg.seed)
@@ -245,8 +269,10 @@ def _stored(key: str, cache: Path) -> Path | None:
     for name, expected in files.items():
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
-            raise SAEFileError(f"shipped SAE {path} is missing or does not match {shipped_dir() / MANIFEST}; "
-                               "restore data/saes from git, or rerun `make saes`")
+            raise SAEFileError(
+                f"shipped SAE {path} is missing or does not match {shipped_dir() / MANIFEST}; "
+                "restore data/saes from git, or rerun `make saes`"
+            )
     return folder
 
 
@@ -306,8 +332,14 @@ class ReconstructionStats:
 
 
 @torch.no_grad()
-def head_feature_statistics(model, saes: dict[Head, "sae_lens.SAE"], ids: torch.Tensor, pad_token_id: int | None,
-                            batch_sequences: int = 16, progress: bool = False):
+def head_feature_statistics(
+    model,
+    saes: dict[Head, sae_lens.SAE],
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    batch_sequences: int = 16,
+    progress: bool = False,
+):
     """Stream `ids` through the model and every SAE; return per head the density
     statistics (`density.FeatureStats`) and the reconstruction quality."""
     from .density import FeatureStats

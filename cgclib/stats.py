@@ -17,14 +17,28 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     return float(ci.low), float(ci.high)
 
 
-def bootstrap_interval(statistic, *samples, n_resamples: int = 2000, seed: int = 0,
-                       level: float = 0.95, paired: bool = True, vectorized: bool = False) -> tuple[float, float]:
+def bootstrap_interval(
+    statistic,
+    *samples,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    paired: bool = True,
+    vectorized: bool = False,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic(*samples)`, resampling observations
     (jointly across samples when `paired`). A `vectorized` statistic takes an `axis`
     argument and is computed for all resamples at once (the resamples are the same)."""
-    result = stats.bootstrap(samples, statistic, n_resamples=n_resamples, confidence_level=level,
-                             method="percentile", paired=paired, vectorized=vectorized,
-                             random_state=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        samples,
+        statistic,
+        n_resamples=n_resamples,
+        confidence_level=level,
+        method="percentile",
+        paired=paired,
+        vectorized=vectorized,
+        random_state=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -51,11 +65,23 @@ def spearman(x, y, n_resamples: int = 2000, seed: int = 0) -> Correlation:
 
     rho = float(stats.spearmanr(x, y).statistic)
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample can be constant; its rho counts as 0
-        ci = bootstrap_interval(lambda a, b, axis=-1: np.nan_to_num(_spearman_rows(a, b)), x, y,
-                                n_resamples=n_resamples, seed=seed, vectorized=True)
-        perm = stats.permutation_test((x, y), lambda a, b, axis=-1: _spearman_rows(a, b),
-                                      permutation_type="pairings", n_resamples=n_resamples, vectorized=True,
-                                      alternative="two-sided", random_state=np.random.default_rng(seed + 1))
+        ci = bootstrap_interval(
+            lambda a, b, axis=-1: np.nan_to_num(_spearman_rows(a, b)),
+            x,
+            y,
+            n_resamples=n_resamples,
+            seed=seed,
+            vectorized=True,
+        )
+        perm = stats.permutation_test(
+            (x, y),
+            lambda a, b, axis=-1: _spearman_rows(a, b),
+            permutation_type="pairings",
+            n_resamples=n_resamples,
+            vectorized=True,
+            alternative="two-sided",
+            random_state=np.random.default_rng(seed + 1),
+        )
     return Correlation(rho, ci, float(perm.pvalue), len(x))
 
 

@@ -94,11 +94,18 @@ def _wikitext_windows(tokenizer, split: str, n_windows: int, seq_len: int, seed:
     if n_available < 1:
         raise ValueError(f"WikiText-2 {split} has fewer than {seq_len} tokens")
     starts = np.random.default_rng(seed).permutation(n_available)[:n_windows] * seq_len
-    return torch.stack([ids[s:s + seq_len] for s in np.sort(starts)])
+    return torch.stack([ids[s : s + seq_len] for s in np.sort(starts)])
 
 
-def load_subject(name: str, device: str = "auto", dtype: str = "auto", n_probes: int = 200,
-                 n_paragraphs: int = 500, seed: int = 0, eval_seq_len: int = 1024) -> Subject:
+def load_subject(
+    name: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    n_probes: int = 200,
+    n_paragraphs: int = 500,
+    seed: int = 0,
+    eval_seq_len: int = 1024,
+) -> Subject:
     """Load a model and its evaluation data. For a test bed, `n_probes` held-out probes per
     capability and `n_paragraphs` background-language paragraphs; for another model,
     `n_paragraphs` windows of `eval_seq_len` WikiText-2 test tokens."""

@@ -15,8 +15,8 @@ replaced by its reconstruction from k variates of either kind (`keep_variates`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
@@ -26,8 +26,14 @@ from .moments import CrossMoments, ridge_scale, token_batches
 
 
 @torch.no_grad()
-def next_token_moments(model, ids: torch.Tensor, pad_token_id: int | None, layers: list[int] | None = None,
-                       batch_sequences: int = 16, progress: bool = False) -> dict[int, CrossMoments]:
+def next_token_moments(
+    model,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    layers: list[int] | None = None,
+    batch_sequences: int = 16,
+    progress: bool = False,
+) -> dict[int, CrossMoments]:
     """Moments of (block output h at position i, W_U row of the token at i + 1) per layer,
     over the positions whose next token is a real token."""
     n_layers = components.layout(model).n_layers
@@ -43,7 +49,9 @@ def next_token_moments(model, ids: torch.Tensor, pad_token_id: int | None, layer
             moments[layer].update(h[:, :-1][state["keep"]], state["targets"])
 
     with residual_stream(model, grab, layers):
-        for chunk, mask, attention in token_batches(model, ids, pad_token_id, batch_sequences, progress, "next-token moments"):
+        for chunk, mask, attention in token_batches(
+            model, ids, pad_token_id, batch_sequences, progress, "next-token moments"
+        ):
             keep = mask[:, :-1] & mask[:, 1:]
             state.update(keep=keep, targets=unembed[chunk[:, 1:][keep]])
             model(input_ids=chunk, attention_mask=attention)

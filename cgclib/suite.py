@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -199,7 +199,7 @@ class KeyValueRecallTask(Task):
 
     def sample(self, rng):
         keys, values = self._pairs(rng)
-        context = [t for kv in zip(keys, values) for t in kv]
+        context = [t for kv in zip(keys, values, strict=True) for t in kv]
         q = int(rng.integers(0, len(keys)))
         return Example(self.name, self.marker, (*context, ";", keys[q]), (values[q],), " ".join(context))
 
@@ -264,14 +264,78 @@ class AdditionTask(Task):
 # --- the knowledge base ----------------------------------------------------------------
 
 RELATIONS = {
-    "lives_in": ["paris", "rome", "oslo", "lima", "cairo", "delhi", "tokyo", "quito",
-                 "dakar", "riga", "sofia", "bern", "kyiv", "hanoi", "accra", "perth"],
-    "works_as": ["pilot", "nurse", "miner", "judge", "chef", "clerk", "tailor", "potter",
-                 "weaver", "guard", "monk", "poet", "smith", "cook", "scribe", "mason"],
-    "eats": ["rice", "bread", "soup", "plums", "figs", "cheese", "honey", "beans",
-             "olives", "dates", "pears", "nuts", "eggs", "corn", "apples", "grapes"],
-    "has_pet": ["parrot", "ferret", "turtle", "goat", "rabbit", "hamster", "lizard", "pony",
-                "goose", "snail", "frog", "mouse", "crab", "owl", "duck", "lamb"],
+    "lives_in": [
+        "paris",
+        "rome",
+        "oslo",
+        "lima",
+        "cairo",
+        "delhi",
+        "tokyo",
+        "quito",
+        "dakar",
+        "riga",
+        "sofia",
+        "bern",
+        "kyiv",
+        "hanoi",
+        "accra",
+        "perth",
+    ],
+    "works_as": [
+        "pilot",
+        "nurse",
+        "miner",
+        "judge",
+        "chef",
+        "clerk",
+        "tailor",
+        "potter",
+        "weaver",
+        "guard",
+        "monk",
+        "poet",
+        "smith",
+        "cook",
+        "scribe",
+        "mason",
+    ],
+    "eats": [
+        "rice",
+        "bread",
+        "soup",
+        "plums",
+        "figs",
+        "cheese",
+        "honey",
+        "beans",
+        "olives",
+        "dates",
+        "pears",
+        "nuts",
+        "eggs",
+        "corn",
+        "apples",
+        "grapes",
+    ],
+    "has_pet": [
+        "parrot",
+        "ferret",
+        "turtle",
+        "goat",
+        "rabbit",
+        "hamster",
+        "lizard",
+        "pony",
+        "goose",
+        "snail",
+        "frog",
+        "mouse",
+        "crab",
+        "owl",
+        "duck",
+        "lamb",
+    ],
 }
 N_ENTITIES = 64
 NAME_SEED = 2026  # the entity names are part of the vocabulary, so they never change
@@ -286,8 +350,11 @@ def entity_names(n: int = N_ENTITIES) -> list[str]:
     while len(names) < n:
         c = rng.integers(0, len(consonants), 2)
         v = rng.integers(0, len(vowels), 2)
-        name = f"{vowels[v[0]]}{consonants[c[0]]}{vowels[v[1]]}" if rng.random() < 0.3 else \
-            f"{consonants[c[0]]}{vowels[v[0]]}{consonants[c[1]]}{vowels[v[1]]}"
+        name = (
+            f"{vowels[v[0]]}{consonants[c[0]]}{vowels[v[1]]}"
+            if rng.random() < 0.3
+            else f"{consonants[c[0]]}{vowels[v[0]]}{consonants[c[1]]}{vowels[v[1]]}"
+        )
         if name not in names and name not in taken:
             names.append(name)
     return names
@@ -300,8 +367,7 @@ class KnowledgeBase:
         rng = np.random.default_rng([seed, 1])
         self.entities = entity_names()
         self.facts = {
-            (e, r): values[int(rng.integers(0, len(values)))]
-            for e in self.entities for r, values in RELATIONS.items()
+            (e, r): values[int(rng.integers(0, len(values)))] for e in self.entities for r, values in RELATIONS.items()
         }
 
     def sample_fact(self, rng: np.random.Generator, para: Paragraph | None = None) -> tuple[str, str, str]:
@@ -329,8 +395,9 @@ class FactRecallTask(Task):
         return self._example([e, r], [v], e)
 
     def all_examples(self, split: str) -> list[Example]:
-        out = [self._example([e, r], [self.knowledge.facts[(e, r)]], e)
-               for e in self.knowledge.entities for r in RELATIONS]
+        out = [
+            self._example([e, r], [self.knowledge.facts[(e, r)]], e) for e in self.knowledge.entities for r in RELATIONS
+        ]
         return [x for x in out if self.split_of(x) == split]
 
     def statement_examples(self, split: str) -> list[Example]:
@@ -338,11 +405,13 @@ class FactRecallTask(Task):
         as at the start of a paragraph. Set next to the question probes, they separate
         storing a fact from extracting it. A statement has no marker: the entity takes the
         marker's place as the first token."""
-        return [Example(self.name, x.prompt[0], (x.prompt[1],), (x.answer[0],), x.key)
-                for x in self.all_examples(split)]
+        return [
+            Example(self.name, x.prompt[0], (x.prompt[1],), (x.answer[0],), x.key) for x in self.all_examples(split)
+        ]
 
 
 # --- the suite -------------------------------------------------------------------------
+
 
 class CapabilitySuite:
     """Tasks, background language and tokenizer, all determined by `seed`."""
@@ -355,8 +424,15 @@ class CapabilitySuite:
         self.seed = seed
         self.knowledge = KnowledgeBase(seed)
         self.grammar = Grammar(self.knowledge)
-        tasks = [CopyTask(), KeyValueRecallTask(), DyckTask(), AdditionTask(),
-                 FactRecallTask(self.knowledge), SortingTask(), ReversalTask()]
+        tasks = [
+            CopyTask(),
+            KeyValueRecallTask(),
+            DyckTask(),
+            AdditionTask(),
+            FactRecallTask(self.knowledge),
+            SortingTask(),
+            ReversalTask(),
+        ]
         self.tasks: dict[str, Task] = {t.name: t for t in tasks}
         weights = np.array([self.TASK_WEIGHTS.get(t.name, 1.0) for t in tasks])
         self._task_probs = weights / weights.sum()
@@ -379,8 +455,13 @@ class CapabilitySuite:
         core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
         core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         return PreTrainedTokenizerFast(
-            tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-            model_max_length=1024, clean_up_tokenization_spaces=False,
+            tokenizer_object=core,
+            bos_token=BOS,
+            eos_token=EOS,
+            pad_token=PAD,
+            unk_token=UNK,
+            model_max_length=1024,
+            clean_up_tokenization_spaces=False,
         )
 
     # --- segments and corpora ---
@@ -417,8 +498,8 @@ class CapabilitySuite:
                         pending = seg if len(seg.tokens) < seq_len else None
                         break
                     seg_ids = [ids[t] for t in seg.tokens]
-                    inputs[row, pos:pos + len(seg_ids)] = seg_ids
-                    labels[row, pos:pos + len(seg_ids)] = np.where(seg.loss, seg_ids, IGNORE_INDEX)
+                    inputs[row, pos : pos + len(seg_ids)] = seg_ids
+                    labels[row, pos : pos + len(seg_ids)] = np.where(seg.loss, seg_ids, IGNORE_INDEX)
                     pos += len(seg_ids)
             yield torch.from_numpy(inputs), torch.from_numpy(labels)
 
@@ -459,8 +540,8 @@ class CapabilitySuite:
         score = torch.zeros((n_paragraphs, width), dtype=torch.bool)
         for i, para in enumerate(paragraphs):
             rows[i, 0] = ids[BOS]
-            rows[i, 1:1 + len(para.tokens)] = torch.tensor([ids[t] for t in para.tokens])
-            score[i, 2:1 + len(para.tokens)] = True
+            rows[i, 1 : 1 + len(para.tokens)] = torch.tensor([ids[t] for t in para.tokens])
+            score[i, 2 : 1 + len(para.tokens)] = True
         return rows, score, entropy_floor(self.grammar, paragraphs)
 
     def write_corpus(self, path: Path, n_segments: int, seed: int) -> Path:

@@ -39,11 +39,11 @@ class TestbedConfig:
     """Architecture and training recipe of one test-bed model."""
 
     name: str
-    family: str               # "gpt2" or "llama"
+    family: str  # "gpt2" or "llama"
     d_model: int = 128
     n_layers: int = 6
     n_heads: int = 8
-    d_mlp: int = 512          # GPT-2 MLP width; the Llama SwiGLU uses 2/3 of it (rounded)
+    d_mlp: int = 512  # GPT-2 MLP width; the Llama SwiGLU uses 2/3 of it (rounded)
     seq_len: int = 128
     batch_size: int = 32
     steps: int = 4000
@@ -52,10 +52,10 @@ class TestbedConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    seed: int = 0             # initialisation and training stream
-    suite_seed: int = 0       # the capability suite (knowledge base included)
+    seed: int = 0  # initialisation and training stream
+    suite_seed: int = 0  # the capability suite (knowledge base included)
     eval_every: int = 250
-    curve_probes: int = 96    # probes per capability at each point of the training curves
+    curve_probes: int = 96  # probes per capability at each point of the training curves
     final_probes: int = 1000  # probes per capability in the final evaluation
     final_paragraphs: int = 2000  # background-language paragraphs in the final evaluation
 
@@ -74,21 +74,38 @@ def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:
     """A freshly initialised model of the configured family."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-               pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     if cfg.family == "gpt2":
         config = GPT2Config(
-            vocab_size=len(tokenizer), n_positions=cfg.seq_len, n_embd=cfg.d_model, n_layer=cfg.n_layers,
-            n_head=cfg.n_heads, n_inner=cfg.d_mlp, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            tie_word_embeddings=True, **ids,
+            vocab_size=len(tokenizer),
+            n_positions=cfg.seq_len,
+            n_embd=cfg.d_model,
+            n_layer=cfg.n_layers,
+            n_head=cfg.n_heads,
+            n_inner=cfg.d_mlp,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
+            **ids,
         )
         return GPT2LMHeadModel(config)
     if cfg.family == "llama":
         config = LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=cfg.llama_mlp,
-            num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_heads,
-            max_position_embeddings=cfg.seq_len, rms_norm_eps=1e-5, rope_theta=10000.0,
-            tie_word_embeddings=True, attention_bias=False, **ids,
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.d_model,
+            intermediate_size=cfg.llama_mlp,
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.n_heads,
+            max_position_embeddings=cfg.seq_len,
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            tie_word_embeddings=True,
+            attention_bias=False,
+            **ids,
         )
         return LlamaForCausalLM(config)
     raise ValueError(f"unknown family {cfg.family!r}; use 'gpt2' or 'llama'")
@@ -105,14 +122,21 @@ def learning_rate(cfg: TestbedConfig, step: int) -> float:
 def _optimizer(model: torch.nn.Module, cfg: TestbedConfig) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
 
 
 def _curve_point(model, data: EvaluationData, step: int, cfg: TestbedConfig, train_loss: float) -> dict:
     profile = evaluate(model, data)
-    row = {"step": step, "tokens": step * cfg.batch_size * cfg.seq_len, "train_loss": train_loss,
-           "perplexity": profile.perplexity}
+    row = {
+        "step": step,
+        "tokens": step * cfg.batch_size * cfg.seq_len,
+        "train_loss": train_loss,
+        "perplexity": profile.perplexity,
+    }
     row.update({f"acc_{task}": acc for task, acc in profile.accuracy().items()})
     return row
 
@@ -157,14 +181,23 @@ def train(cfg: TestbedConfig, out_dir: Path, device: str = "auto", progress: boo
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            curves.append(_curve_point(model, curve_data, step + 1, cfg, float(np.mean(losses[-cfg.eval_every:]))))
+            curves.append(_curve_point(model, curve_data, step + 1, cfg, float(np.mean(losses[-cfg.eval_every :]))))
             bar.set_postfix(loss=f"{curves[-1]['train_loss']:.3f}", ppl=f"{curves[-1]['perplexity']:.2f}")
             model.train()
-            atomic_write_bytes(resume_path, _serialize({
-                "config": asdict(cfg), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step + 1, "elapsed": time.time() - t0, "curves": curves,
-                "torch_rng": torch.get_rng_state(),
-            }))
+            atomic_write_bytes(
+                resume_path,
+                _serialize(
+                    {
+                        "config": asdict(cfg),
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step + 1,
+                        "elapsed": time.time() - t0,
+                        "curves": curves,
+                        "torch_rng": torch.get_rng_state(),
+                    }
+                ),
+            )
     train_seconds = time.time() - t0
 
     model.eval()
@@ -195,14 +228,21 @@ def _write_checkpoint(cfg, model, tokenizer, profile, final, curves, seconds, de
         "family": cfg.family,
         "architecture": type(model).__name__,
         "n_parameters": n_params,
-        "d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+        "d_model": cfg.d_model,
+        "n_layers": cfg.n_layers,
+        "n_heads": cfg.n_heads,
         "head_dim": cfg.d_model // cfg.n_heads,
         "d_mlp": cfg.d_mlp if cfg.family == "gpt2" else cfg.llama_mlp,
         "vocab_size": len(tokenizer),
         "suite_seed": cfg.suite_seed,
-        "training": {**asdict(cfg), "tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
-                     "seconds": round(seconds, 1), "device": str(dev), "torch": torch.__version__,
-                     "date": dt.date.today().isoformat()},
+        "training": {
+            **asdict(cfg),
+            "tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
+            "seconds": round(seconds, 1),
+            "device": str(dev),
+            "torch": torch.__version__,
+            "date": dt.date.today().isoformat(),
+        },
         "evaluation": {
             "probes_per_capability": cfg.final_probes,
             "accuracy": {t: round(r.accuracy, 4) for t, r in profile.capabilities.items()},
@@ -224,16 +264,28 @@ def _write_checkpoint(cfg, model, tokenizer, profile, final, curves, seconds, de
 def model_card_markdown(card: dict) -> str:
     ev, tr = card["evaluation"], card["training"]
     rows = "\n".join(f"| {t} | {a:.1%} | {ev['probes'][t]} |" for t, a in ev["accuracy"].items())
-    return f"""# {card['name']}
+    architecture = (
+        f"{card['n_layers']} layers, {card['n_heads']} heads of dimension {card['head_dim']}, "
+        f"d_model {card['d_model']}, MLP {card['d_mlp']}, vocabulary {card['vocab_size']}"
+    )
+    training = (
+        f"{tr['steps']} steps of {tr['batch_size']} x {tr['seq_len']} tokens ({tr['tokens']:,} tokens), "
+        f"seed {tr['seed']}, {tr['seconds'] / 60:.1f} minutes on {tr['device']} (torch {tr['torch']}, {tr['date']})"
+    )
+    perplexity = (
+        f"{ev['perplexity']:.3f} on {ev['perplexity_tokens']:,} held-out tokens "
+        f"(the grammar's own floor: {ev['perplexity_floor']:.3f})"
+    )
+    return f"""# {card["name"]}
 
-A {card['architecture']} trained from scratch by `cgclib.testbed` on the capability suite
-(suite seed {card['suite_seed']}) of the CGC research companion. Retrain with `make testbed`.
+A {card["architecture"]} trained from scratch by `cgclib.testbed` on the capability suite
+(suite seed {card["suite_seed"]}) of the CGC research companion. Retrain with `make testbed`.
 
-- architecture: {card['n_layers']} layers, {card['n_heads']} heads of dimension {card['head_dim']}, d_model {card['d_model']}, MLP {card['d_mlp']}, vocabulary {card['vocab_size']}
-- parameters: {card['n_parameters']:,}
-- training: {tr['steps']} steps of {tr['batch_size']} x {tr['seq_len']} tokens ({tr['tokens']:,} tokens), seed {tr['seed']}, {tr['seconds'] / 60:.1f} minutes on {tr['device']} (torch {tr['torch']}, {tr['date']})
-- background-language perplexity: {ev['perplexity']:.3f} on {ev['perplexity_tokens']:,} held-out tokens (the grammar's own floor: {ev['perplexity_floor']:.3f})
-- weights sha256: `{card['weights_sha256']}`
+- architecture: {architecture}
+- parameters: {card["n_parameters"]:,}
+- training: {training}
+- background-language perplexity: {perplexity}
+- weights sha256: `{card["weights_sha256"]}`
 
 | capability | exact match (held out) | probes |
 |---|---|---|
@@ -259,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CONFIGS[name]
         if args.steps:
             from dataclasses import replace
+
             cfg = replace(cfg, steps=args.steps)
         out = (args.out / name) if args.out else testbed_dir(name)
         card = train(cfg, out, device=args.device)

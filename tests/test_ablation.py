@@ -34,8 +34,8 @@ def test_ablation_changes_perplexity_only_through_the_ablated_head():
     tok = suite.tokenizer()
     model = tiny_gpt2(vocab=len(tok))
     with torch.no_grad():  # silence head 1 of layer 0 by zeroing its value weights
-        model.transformer.h[0].attn.c_attn.weight[:, 2 * 32 + 8: 2 * 32 + 16] = 0
-        model.transformer.h[0].attn.c_attn.bias[2 * 32 + 8: 2 * 32 + 16] = 0
+        model.transformer.h[0].attn.c_attn.weight[:, 2 * 32 + 8 : 2 * 32 + 16] = 0
+        model.transformer.h[0].attn.c_attn.bias[2 * 32 + 8 : 2 * 32 + 16] = 0
     data = EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=6)
     effects, _ = head_ablation_effects(model, data, progress=False)
     assert abs(effects.loc[(0, 1), "delta_log_ppl"]) < 1e-6
@@ -58,8 +58,9 @@ def test_effects_are_cached_by_weights_and_data(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(again, effects)
     assert dense_again.perplexity == dense.perplexity
     with pytest.raises(AssertionError, match="ablated again"):  # other data: computed, not read
-        head_ablation_effects(model, EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=5),
-                              progress=False, cache=tmp_path)
+        head_ablation_effects(
+            model, EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=5), progress=False, cache=tmp_path
+        )
     with torch.no_grad():
         model.transformer.h[0].attn.c_attn.bias[0] += 1.0
     with pytest.raises(AssertionError, match="ablated again"):  # other weights: computed, not read

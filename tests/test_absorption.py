@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cgclib.absorption import (absorption_coefficients, layer_gains, linear_drift, noise_at, pruned,
-                               trajectory_drift)
+from cgclib.absorption import absorption_coefficients, layer_gains, linear_drift, noise_at, pruned, trajectory_drift
 from cgclib.pruning import wanda_block_masks
 
 from .tiny_models import TINY
@@ -40,8 +39,10 @@ def test_jacobian_prediction_matches_a_small_perturbation(family):
 def test_pruning_nothing_causes_no_drift_and_pruning_something_does():
     model = TINY["gpt2"]().double()
     ids = _ids()
-    perturbations = {"none": (1, pruned(model, wanda_block_masks(model, ids, 2, {1: 0.0}))),
-                     "half": (1, pruned(model, wanda_block_masks(model, ids, 2, {1: 0.5})))}
+    perturbations = {
+        "none": (1, pruned(model, wanda_block_masks(model, ids, 2, {1: 0.0}))),
+        "half": (1, pruned(model, wanda_block_masks(model, ids, 2, {1: 0.5}))),
+    }
     drift = trajectory_drift(model, ids, 2, perturbations).set_index(["key", "layer"])
     assert drift.loc["none", "drift"].abs().max() < 1e-12
     assert (drift.loc["none", "cosine"] - 1).abs().max() < 1e-12
@@ -49,8 +50,15 @@ def test_pruning_nothing_causes_no_drift_and_pruning_something_does():
 
 
 def test_gains_and_absorption_coefficients_follow_their_definitions():
-    drift = pd.DataFrame({"key": [0, 0, 0, 1, 1], "source": [0, 0, 0, 1, 1], "layer": [0, 1, 2, 1, 2],
-                          "drift": [0.1, 0.2, 0.05, 0.4, 0.1], "cosine": [1.0] * 5})
+    drift = pd.DataFrame(
+        {
+            "key": [0, 0, 0, 1, 1],
+            "source": [0, 0, 0, 1, 1],
+            "layer": [0, 1, 2, 1, 2],
+            "drift": [0.1, 0.2, 0.05, 0.4, 0.1],
+            "cosine": [1.0] * 5,
+        }
+    )
     gains = layer_gains(drift)
     assert gains["gain"].tolist() == pytest.approx([2.0, 0.25, 0.25])
     coefficients = absorption_coefficients(drift, n_layers=3)

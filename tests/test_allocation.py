@@ -53,8 +53,9 @@ def test_block_scores_cover_every_strategy():
     model = TINY["llama"]()
     ids = torch.randint(3, 64, (4, 10), generator=torch.Generator().manual_seed(0))
     sums = input_square_sums(model, ids, 2, components.all_linear_layers(model))
-    density = pd.Series([0.5, 0.6, 0.7, 0.8] * 3, index=pd.MultiIndex.from_product([range(3), range(4)],
-                                                                                names=["layer", "head"]))
+    density = pd.Series(
+        [0.5, 0.6, 0.7, 0.8] * 3, index=pd.MultiIndex.from_product([range(3), range(4)], names=["layer", "head"])
+    )
     scores = allocation.block_scores(model, sums, density)
     assert set(scores) == {"uniform", "density", "inverted", "wanda", "owl", "depth"}
     frame = allocation.block_sparsities(scores, 0.5)
@@ -73,7 +74,7 @@ def test_heads_to_prune_takes_the_lowest_scores():
 
 def test_hill_alpha_recovers_a_power_law_exponent():
     rng = np.random.default_rng(0)
-    sample = rng.pareto(2.0, size=4000) + 1.0   # density proportional to x^-3
+    sample = rng.pareto(2.0, size=4000) + 1.0  # density proportional to x^-3
     assert allocation.hill_alpha(sample) == pytest.approx(3.0, rel=0.08)
     with pytest.raises(ValueError, match="at least 3"):
         allocation.hill_alpha([0.0, 1.0])

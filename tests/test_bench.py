@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cgclib import bench
+from cgclib.book import bench
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,8 @@ def test_batched_and_one_by_one_evaluation_agree(small):
     size, model, _ = small
     data = bench.evaluation_data(size)
     assert bench.evaluate_batched(model, data).perplexity == pytest.approx(
-        bench.evaluate_one_by_one(model, data).perplexity, rel=1e-9)
+        bench.evaluate_one_by_one(model, data).perplexity, rel=1e-9
+    )
 
 
 def test_shared_and_recomputed_drift_agree(small):
@@ -36,7 +37,7 @@ def test_shared_and_recomputed_drift_agree(small):
     recomputed = bench.drift_recomputed(model, ids)
     for key, per_block in recomputed.items():
         rows = shared.loc[[key]].set_index("layer")["drift"]
-        np.testing.assert_allclose(rows.to_numpy(), per_block[key[0]:].numpy(), rtol=1e-9)
+        np.testing.assert_allclose(rows.to_numpy(), per_block[key[0] :].numpy(), rtol=1e-9)
 
 
 def test_streamed_and_stored_block_fits_agree(small):

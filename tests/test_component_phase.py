@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from cgclib import components
-from cgclib.component_phase import (_metrics, block_sweep, critical_ratios, first_collapse, head_sweep, s0_table,
-                                    transition_table)
+from cgclib.component_phase import (
+    _metrics,
+    block_sweep,
+    critical_ratios,
+    first_collapse,
+    head_sweep,
+    s0_table,
+    transition_table,
+)
 from cgclib.evaluation import EvaluationData, evaluate
 from cgclib.pruning import input_square_sums, masked, wanda_block_masks, wanda_head_masks
 
@@ -21,8 +28,15 @@ def _sweep():
     for head, s0 in ((0, 0.55), (1, None)):
         for s in ratios:
             collapse = 0.0 if s0 is None else max(s - s0, 0.0) * 12
-            rows.append({"layer": 0, "head": head, "ratio": s, "language": 10 * np.exp(0.05 * s**2 + collapse),
-                         "copy": 1.0 + 1e-4 * np.sin(37 * s)})   # flat: never collapses
+            rows.append(
+                {
+                    "layer": 0,
+                    "head": head,
+                    "ratio": s,
+                    "language": 10 * np.exp(0.05 * s**2 + collapse),
+                    "copy": 1.0 + 1e-4 * np.sin(37 * s),
+                }
+            )  # flat: never collapses
     return pd.DataFrame(rows)
 
 
@@ -56,8 +70,9 @@ def test_sweeps_equal_pruning_one_component_and_evaluating_the_whole_model(famil
     ratios = [0.5, 0.7, 0.9]
     heads = head_sweep(model, data, ids, None, ratios, heads=[(1, 2), (2, 0)], progress=False)
     blocks = block_sweep(model, data, ids, None, ratios, progress=False)
-    sums = input_square_sums(model, ids, None, {f"{l}.{n}": m for l in (1, 2)
-                                                 for n, m in components.linear_layers(model, l).items()})
+    sums = input_square_sums(
+        model, ids, None, {f"{l}.{n}": m for l in (1, 2) for n, m in components.linear_layers(model, l).items()}
+    )
     row = heads.query("layer == 2 and head == 0 and ratio == 0.7").iloc[0]
     with masked(model, wanda_head_masks(model, sums, 2, 0, 0.7)):
         assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-12)

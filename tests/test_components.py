@@ -22,7 +22,7 @@ def test_layout_and_linear_layers(fam):
     assert (lay.family, lay.n_layers, lay.n_heads, lay.head_dim, lay.d_model) == (fam, 3, 4, 8, 32)
     linears = components.linear_layers(model, 1)
     assert len(linears) == (4 if fam == "gpt2" else 7)
-    for name, module in linears.items():
+    for module in linears.values():
         w = components.weight(module)
         assert w.ndim == 2
     assert components.in_features(components.attention_output(model, 0)) == 32
@@ -47,16 +47,15 @@ def test_missing_components_are_named(fam):
     model = TINY[fam]()
     with pytest.raises(ComponentError, match="layer 3 does not exist: the model has 3 layers"):
         components.block(model, 3)
-    with pytest.raises(ComponentError, match="head 4 does not exist"):
-        with hooks.ablated_heads(model, [(0, 4)]):
-            pass
-    with pytest.raises(ComponentError, match="layer -1"):
-        with hooks.head_outputs(model, lambda l, z: None, layers=[-1]):
-            pass
+    with pytest.raises(ComponentError, match="head 4 does not exist"), hooks.ablated_heads(model, [(0, 4)]):
+        pass
+    with pytest.raises(ComponentError, match="layer -1"), hooks.head_outputs(model, lambda l, z: None, layers=[-1]):
+        pass
 
 
 def test_unsupported_architecture_is_named():
     from transformers import BertConfig, BertModel
+
     model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
     with pytest.raises(ComponentError, match="unsupported architecture 'bert'"):
         components.layout(model)
@@ -118,8 +117,10 @@ def test_replacing_a_block_output(fam):
 @pytest.mark.parametrize("fam", FAMILIES)
 def test_hooks_are_removed_after_an_error(fam):
     model = TINY[fam]()
-    with pytest.raises(RuntimeError, match="boom"):
-        with hooks.linear_inputs(model, components.linear_layers(model, 0), lambda n, x: None):
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        hooks.linear_inputs(model, components.linear_layers(model, 0), lambda n, x: None),
+    ):
+        raise RuntimeError("boom")
     for module in components.linear_layers(model, 0).values():
         assert not module._forward_pre_hooks

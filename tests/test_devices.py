@@ -59,8 +59,11 @@ def test_hooks_see_every_block_of_a_split_model(pair):
     seen = {}
     for name, model in (("whole", whole), ("split", split)):
         store = {}
-        with residual_stream(model, lambda l, where, h: store.__setitem__((l, where), h)), \
-                head_outputs(model, lambda l, z: store.__setitem__((l, "heads"), z)), torch.no_grad():
+        with (
+            residual_stream(model, lambda l, where, h, store=store: store.__setitem__((l, where), h)),
+            head_outputs(model, lambda l, z, store=store: store.__setitem__((l, "heads"), z)),
+            torch.no_grad(),
+        ):
             model(input_ids=_ids())
         seen[name] = store
     assert seen["whole"].keys() == seen["split"].keys()
@@ -91,9 +94,11 @@ def test_editing_an_offloaded_weight_is_refused_by_name(pair):
     _, split = pair
     name = next(n for n in components.all_linear_layers(split) if n.startswith("1."))
     weight = components.weight(components.all_linear_layers(split)[name])
-    with pytest.raises(components.ComponentError, match="offloaded"):
-        with components.replaced_weights(split, {name: torch.zeros(weight.shape)}):
-            pass
+    with (
+        pytest.raises(components.ComponentError, match="offloaded"),
+        components.replaced_weights(split, {name: torch.zeros(weight.shape)}),
+    ):
+        pass
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")

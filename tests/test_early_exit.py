@@ -26,9 +26,9 @@ def test_last_exit_head_is_the_model_and_fitted_heads_beat_the_logit_lens_in_sam
 
 
 def test_settling_follows_the_threshold():
-    kl = np.array([[0.5, 0.05, 0.2, 0.0],
-                   [0.01, 0.3, 0.3, 0.0],
-                   [0.9, 0.8, 0.7, 0.4]])  # the last layer always counts as settled
+    kl = np.array(
+        [[0.5, 0.05, 0.2, 0.0], [0.01, 0.3, 0.3, 0.0], [0.9, 0.8, 0.7, 0.4]]
+    )  # the last layer always counts as settled
     np.testing.assert_array_equal(early_exit.settling_layer(kl, 0.1), [1, 0, 3])
     assert early_exit.settled_share(kl, 0.1, by_layer=1) == pytest.approx(2 / 3)
     assert early_exit.settled_share(kl, 0.001, by_layer=2) == 0

@@ -101,6 +101,7 @@ def test_profile_has_every_capability(suite):
 def test_unknown_tokens_in_a_probe_are_refused(suite):
     tok = suite.tokenizer()
     from cgclib.suite import Example
+
     bad = Example("copy", "copy:", ("zebra", "="), ("zebra", "<eos>"), "zebra")
     with pytest.raises(ValueError, match="unknown to the tokenizer"):
         build_probe_set(tok, "copy", [bad])
@@ -113,8 +114,9 @@ def _profile(window_nll, correct):
     tokens = np.full(len(window_nll), 10)
     correct = np.asarray(correct, dtype=bool)
     probe = ProbeResult("copy", correct, np.ones(len(correct)), np.ones(len(correct), dtype=int))
-    return Profile(PerplexityResult(float(np.exp(window_nll.sum() / tokens.sum())), window_nll, tokens),
-                   {"copy": probe})
+    return Profile(
+        PerplexityResult(float(np.exp(window_nll.sum() / tokens.sum())), window_nll, tokens), {"copy": probe}
+    )
 
 
 def test_perplexity_change_and_accuracy_gap_are_paired_comparisons():
@@ -124,7 +126,7 @@ def test_perplexity_change_and_accuracy_gap_are_paired_comparisons():
     worse = _profile([21.0, 23.0, 19.0, 22.0], [1, 0, 0, 0])
     change, (lo, hi) = perplexity_change(worse, base, n_resamples=500)
     assert change == pytest.approx(np.exp(4 / 40) - 1)
-    assert lo == pytest.approx(change) and hi == pytest.approx(change)   # the same shift in every window
+    assert lo == pytest.approx(change) and hi == pytest.approx(change)  # the same shift in every window
     gap, (lo, hi) = accuracy_gap([worse, worse], [base, base], n_resamples=500)
     assert gap == pytest.approx(-0.5)
     assert lo <= gap <= hi <= 0
@@ -176,7 +178,9 @@ def test_trimmed_batches_give_the_same_results_as_one_row_at_a_time(suite):
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), data.windows[:, 1:], reduction="none")
     np.testing.assert_allclose(batched.language.window_nll, (nll * data.score[:, 1:]).sum(1).double(), rtol=1e-6)
     for task in data.probes:
-        np.testing.assert_allclose(batched.capabilities[task].answer_nll, single.capabilities[task].answer_nll, rtol=1e-6)
+        np.testing.assert_allclose(
+            batched.capabilities[task].answer_nll, single.capabilities[task].answer_nll, rtol=1e-6
+        )
         assert (batched.capabilities[task].correct == single.capabilities[task].correct).all()
 
 

@@ -7,7 +7,7 @@ import torch
 from cgclib import components
 from cgclib.hooks import head_outputs, linear_inputs, scaled_heads
 from cgclib.importance import SIGNALS, head_importance
-from cgclib.saes import token_mask
+from cgclib.tokens import token_mask
 
 from .tiny_models import TINY
 
@@ -37,19 +37,22 @@ def test_signals_match_stored_activation_computations(family):
 
     stored, qkv_in = {}, {}
     q_module = components.linear_layers(model, 1)["attn.c_attn" if family == "gpt2" else "self_attn.q_proj"]
-    with torch.no_grad(), head_outputs(model, lambda l, z: stored.__setitem__(l, z[token_mask(ids, 2)])), \
-            linear_inputs(model, {"q": q_module}, lambda n, x: qkv_in.__setitem__(n, x[token_mask(ids, 2)])):
+    with (
+        torch.no_grad(),
+        head_outputs(model, lambda l, z: stored.__setitem__(l, z[token_mask(ids, 2)])),
+        linear_inputs(model, {"q": q_module}, lambda n, x: qkv_in.__setitem__(n, x[token_mask(ids, 2)])),
+    ):
         model(input_ids=ids, attention_mask=(ids != 2).long())
     layer, head, d = 1, 2, lay.head_dim
-    z = stored[layer]                                         # (tokens, heads, d)
-    x = z.reshape(len(z), -1)                                 # W_O inputs
+    z = stored[layer]  # (tokens, heads, d)
+    x = z.reshape(len(z), -1)  # W_O inputs
     w = components.weight(components.attention_output(model, layer)).detach()
-    scores = w.abs() * x.norm(dim=0)                          # Wanda: |W_ij| ||X_j||
-    expected_wanda = scores[:, head * d:(head + 1) * d].mean(0).sum()
+    scores = w.abs() * x.norm(dim=0)  # Wanda: |W_ij| ||X_j||
+    expected_wanda = scores[:, head * d : (head + 1) * d].mean(0).sum()
     assert table.loc[(layer, head), "wanda"] == pytest.approx(float(expected_wanda), rel=1e-9)
     expected_norm = z[:, head].norm(dim=1).pow(2).mean().sqrt()
     assert table.loc[(layer, head), "activation_norm"] == pytest.approx(float(expected_norm), rel=1e-9)
-    expected_magnitude = w[:, head * d:(head + 1) * d].norm()
+    expected_magnitude = w[:, head * d : (head + 1) * d].norm()
     assert table.loc[(layer, head), "magnitude"] == pytest.approx(float(expected_magnitude), rel=1e-9)
     # q, k and v rows of the head, with the normalised block input as X
     if family == "gpt2":
@@ -58,8 +61,9 @@ def test_signals_match_stored_activation_computations(family):
         qkv = w_qkv[rows]
     else:
         attn = components.block(model, layer).self_attn
-        qkv = torch.cat([components.weight(m).detach()[head * d:(head + 1) * d]
-                         for m in (attn.q_proj, attn.k_proj, attn.v_proj)])
+        qkv = torch.cat(
+            [components.weight(m).detach()[head * d : (head + 1) * d] for m in (attn.q_proj, attn.k_proj, attn.v_proj)]
+        )
     expected_qkv = (qkv.abs() * qkv_in["q"].norm(dim=0)).mean(0).sum()
     assert table.loc[(layer, head), "wanda_qkv"] == pytest.approx(float(expected_qkv), rel=1e-9)
     assert (table.to_numpy() > 0).all()

@@ -8,7 +8,7 @@ import torch
 from cgclib import linear_blocks as lb
 from cgclib.hooks import residual_stream
 from cgclib.moments import AffineMap
-from cgclib.saes import token_mask
+from cgclib.tokens import token_mask
 
 from .tiny_models import TINY
 

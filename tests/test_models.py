@@ -9,7 +9,12 @@ import torch
 
 from cgclib import models
 from cgclib.models import (
-    TESTBEDS, CheckpointError, ModelUnavailableError, load_model, resolve_device, resolve_dtype,
+    TESTBEDS,
+    CheckpointError,
+    ModelUnavailableError,
+    load_model,
+    resolve_device,
+    resolve_dtype,
 )
 
 from .tiny_models import tiny_gpt2, tiny_llama
@@ -85,7 +90,7 @@ def test_local_folders_load_and_corrupt_ones_are_named(tmp_path, make):
     model.save_pretrained(tmp_path / "m")
     CapabilitySuite(0).tokenizer().save_pretrained(tmp_path / "m")
     loaded = load_model(str(tmp_path / "m"), device="cpu")
-    for a, b in zip(loaded.model.parameters(), model.parameters()):
+    for a, b in zip(loaded.model.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     (tmp_path / "m" / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="could not load model weights"):

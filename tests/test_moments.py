@@ -23,7 +23,7 @@ def _pairs(n=4000, dx=6, dy=4, rank=None, noise=0.0, seed=0):
 def _streamed(x, y, batch=333, with_yy=True):
     m = CrossMoments.zeros(x.shape[1], y.shape[1], with_yy=with_yy)
     for start in range(0, len(x), batch):
-        m.update(x[start:start + batch], y[start:start + batch])
+        m.update(x[start : start + batch], y[start : start + batch])
     return m
 
 

@@ -35,13 +35,19 @@ def test_unknown_key_lists_the_known_ones():
 
 def test_malformed_entries_are_reported(tmp_path):
     path = tmp_path / "values.yaml"
-    path.write_text(yaml.safe_dump({
-        "sources": {"s": {"citation": "c", "bibkey": "b"}},
-        "values": {"bad.range": {"source": "s", "value": [0.9, 0.1], "setting": "x"},
-                   "bad.number": {"source": "s", "value": "many", "setting": "x"},
-                   "bad.source": {"source": "nope", "value": 1, "setting": "x"}},
-        "tables": {},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "sources": {"s": {"citation": "c", "bibkey": "b"}},
+                "values": {
+                    "bad.range": {"source": "s", "value": [0.9, 0.1], "setting": "x"},
+                    "bad.number": {"source": "s", "value": "many", "setting": "x"},
+                    "bad.source": {"source": "nope", "value": 1, "setting": "x"},
+                },
+                "tables": {},
+            }
+        )
+    )
     _load.cache_clear()
     with pytest.raises(PaperValueError, match="exceeds high"):
         paper_value("bad.range", path)

@@ -33,8 +33,7 @@ def test_a_smooth_curve_has_no_transition():
 
 def test_noise_moves_s0_by_little():
     rng = np.random.default_rng(0)
-    fits = [fit_phase_transition(GRID, _curve(GRID) * np.exp(rng.normal(0, 0.05, GRID.size))).s0
-            for _ in range(10)]
+    fits = [fit_phase_transition(GRID, _curve(GRID) * np.exp(rng.normal(0, 0.05, GRID.size))).s0 for _ in range(10)]
     assert np.all(np.abs(np.array(fits) - 0.6) < 0.05)
 
 
@@ -46,13 +45,16 @@ def test_bootstrap_interval_covers_the_truth():
     assert interval[0] <= 0.6 <= interval[1]
 
 
-@pytest.mark.parametrize("ratios, metric, message", [
-    ([0.1, 0.2, 0.3], [1, 2, 3], "at least 4"),
-    ([0.1, 0.2, 0.3, 1.2], [1, 2, 3, 4], r"\[0, 1\)"),
-    ([0.1, 0.2, 0.3, 0.4], [1, 2, np.nan, 4], "finite and positive"),
-    ([0.1, 0.2, 0.3, 0.4], [1, 2, -3, 4], "finite and positive"),
-    ([0.1, 0.1, 0.3, 0.4], [1, 2, 3, 4], "distinct"),
-])
+@pytest.mark.parametrize(
+    "ratios, metric, message",
+    [
+        ([0.1, 0.2, 0.3], [1, 2, 3], "at least 4"),
+        ([0.1, 0.2, 0.3, 1.2], [1, 2, 3, 4], r"\[0, 1\)"),
+        ([0.1, 0.2, 0.3, 0.4], [1, 2, np.nan, 4], "finite and positive"),
+        ([0.1, 0.2, 0.3, 0.4], [1, 2, -3, 4], "finite and positive"),
+        ([0.1, 0.1, 0.3, 0.4], [1, 2, 3, 4], "distinct"),
+    ],
+)
 def test_bad_input_is_named(ratios, metric, message):
     with pytest.raises(PhaseFitError, match=message):
         fit_phase_transition(ratios, metric)

@@ -6,9 +6,17 @@ import torch
 
 from cgclib import components
 from cgclib.hooks import linear_inputs
-from cgclib.pruning import (SparsityError, check_sparsity, head_weight_slices, input_square_sums, masked,
-                            row_mask, wanda_block_masks, wanda_head_masks)
-from cgclib.saes import token_mask
+from cgclib.pruning import (
+    SparsityError,
+    check_sparsity,
+    head_weight_slices,
+    input_square_sums,
+    masked,
+    row_mask,
+    wanda_block_masks,
+    wanda_head_masks,
+)
+from cgclib.tokens import token_mask
 
 from .tiny_models import TINY
 
@@ -76,9 +84,11 @@ def test_masked_zeroes_and_restores_and_refuses_unknown_layers():
     with masked(model, masks):
         assert torch.all(w[masks["1.mlp.up_proj"]] == 0)
     assert torch.equal(w, original)
-    with pytest.raises(components.ComponentError, match="does not have"):
-        with masked(model, {"9.mlp.up_proj": masks["1.mlp.up_proj"]}):
-            pass
+    with (
+        pytest.raises(components.ComponentError, match="does not have"),
+        masked(model, {"9.mlp.up_proj": masks["1.mlp.up_proj"]}),
+    ):
+        pass
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -97,7 +107,7 @@ def test_head_masks_touch_only_that_heads_weights(family):
         assert not (mask & ~allowed[name]).any()
         assert mask.sum() == allowed[name].sum() // 2
     o_name = "1.attn.c_proj" if family == "gpt2" else "1.self_attn.o_proj"
-    assert masks[o_name][:, 2 * lay.head_dim:3 * lay.head_dim].sum() == lay.d_model * lay.head_dim // 2
+    assert masks[o_name][:, 2 * lay.head_dim : 3 * lay.head_dim].sum() == lay.d_model * lay.head_dim // 2
     # pruning a head at a ratio near 1 approaches ablating it
     with torch.no_grad():
         dense = model(input_ids=ids).logits

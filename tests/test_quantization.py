@@ -16,8 +16,12 @@ def test_round_to_nearest_is_exact_on_the_grid_and_within_half_a_step_elsewhere(
     w = torch.randn(16, 50, generator=torch.Generator().manual_seed(0))
     q = quant.quantize_groups(w, 4, 16)  # the last group of each row has 2 weights
     groups = torch.nn.functional.pad(w, (0, 14)).view(16, 4, 16)
-    spans = torch.tensor([[(g[: (2 if i == 3 else 16)].max() - g[: (2 if i == 3 else 16)].min()).item()
-                           for i, g in enumerate(row)] for row in groups])
+    spans = torch.tensor(
+        [
+            [(g[: (2 if i == 3 else 16)].max() - g[: (2 if i == 3 else 16)].min()).item() for i, g in enumerate(row)]
+            for row in groups
+        ]
+    )
     step = (spans / 15).repeat_interleave(16, dim=1)[:, :50]
     assert ((q - w).abs() <= step / 2 + 1e-6).all()
     with pytest.raises(ValueError, match="bits"):
@@ -69,6 +73,5 @@ def test_input_moments_and_replaced_weights_restore_the_model(family):
             assert components.weight(modules[name]).abs().sum() == 0
         after = model(ids).logits
     torch.testing.assert_close(before, after)
-    with pytest.raises(components.ComponentError):
-        with components.replaced_weights(model, {"9.mlp": torch.zeros(1)}):
-            pass
+    with pytest.raises(components.ComponentError), components.replaced_weights(model, {"9.mlp": torch.zeros(1)}):
+        pass

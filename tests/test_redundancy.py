@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from cgclib.density import FeatureStats, combine, feature_breadth
 from cgclib.redundancy import (
-    binary_entropy, breadth_of, critical_ratio, features_needed, redundancy_bound, structural_redundancy,
+    binary_entropy,
+    breadth_of,
+    critical_ratio,
+    features_needed,
+    redundancy_bound,
+    structural_redundancy,
 )
 
 sizes = st.sampled_from([4, 16, 64, 128, 512])
@@ -80,10 +85,10 @@ def test_counterexample_higher_density_with_higher_redundancy():
     """Density is not monotone in redundancy: component A is denser than B yet more
     redundant, because density also rewards per-input spread, which redundancy ignores."""
     m, eps = 128, 0.1
-    a = np.where(np.arange(m) < m // 2, 1.0, 0.0)   # half the features, used evenly
-    b = np.ones(m)                                  # every feature, used evenly
-    d_a = combine(breadth_of(a), 1.0, 1.0)          # each input spreads over k features
-    d_b = combine(breadth_of(b), 0.3, 1.0)          # each input is carried by one or two
+    a = np.where(np.arange(m) < m // 2, 1.0, 0.0)  # half the features, used evenly
+    b = np.ones(m)  # every feature, used evenly
+    d_a = combine(breadth_of(a), 1.0, 1.0)  # each input spreads over k features
+    d_b = combine(breadth_of(b), 0.3, 1.0)  # each input is carried by one or two
     assert d_a > d_b
     assert structural_redundancy(a, eps) > structural_redundancy(b, eps)
 
@@ -104,7 +109,8 @@ def test_random_removal_collapses_early_on_concentrated_usage():
     s_spike = critical_ratio(spike, tau, "random", rng=np.random.default_rng(0), n_draws=400)
     assert critical_ratio(spike, tau) > 0.95 and s_spike < 0.6
     assert critical_ratio(uniform, tau, "random", rng=np.random.default_rng(0)) == pytest.approx(
-        critical_ratio(uniform, tau), abs=1e-9)
+        critical_ratio(uniform, tau), abs=1e-9
+    )
 
 
 def test_low_breadth_does_not_force_high_redundancy():
@@ -126,8 +132,7 @@ def test_features_needed_edge_cases():
 
 
 @settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 10_000), m=st.sampled_from([8, 32, 128]), k=st.integers(2, 8),
-       n=st.integers(2, 300))
+@given(seed=st.integers(0, 10_000), m=st.sampled_from([8, 32, 128]), k=st.integers(2, 8), n=st.integers(2, 300))
 def test_density_terms_lie_in_the_unit_interval_for_any_codes(seed, m, k, n):
     assume(k <= m)
     rng = np.random.default_rng(seed)
@@ -137,9 +142,10 @@ def test_density_terms_lie_in_the_unit_interval_for_any_codes(seed, m, k, n):
         row[active] = rng.exponential(size=len(active)) ** rng.uniform(0.1, 5)
     stats = FeatureStats(m, k)
     stats.update(torch.tensor(codes[: n // 2]))
-    stats.update(torch.tensor(codes[n // 2:]))
+    stats.update(torch.tensor(codes[n // 2 :]))
     for consistency in ("split_half", "code_overlap"):
         from cgclib.density import DensityOptions
+
         terms = stats.terms(DensityOptions(consistency=consistency))
         assert all(0.0 <= v <= 1.0 for v in terms.values()), terms
 

@@ -38,15 +38,15 @@ def test_blocks_are_restored_even_after_an_error(family):
     model, data = TINY[family](), _data()
     before = list(components.blocks(model))
     _, recorded = recorded_inputs(model, 2, lambda: evaluate(model, data, batch_size=4))
-    with pytest.raises(ReplayError, match="only 3 were recorded"):
-        with resumed_at(model, recorded):
-            evaluate(model, data, batch_size=4)
-            evaluate(model, data, batch_size=4)
+    with pytest.raises(ReplayError, match="only 3 were recorded"), resumed_at(model, recorded):
+        evaluate(model, data, batch_size=4)
+        evaluate(model, data, batch_size=4)
     assert list(components.blocks(model)) == before
-    with pytest.raises(ReplayError, match="shape"):
-        with resumed_at(model, recorded):
-            evaluate(model, _data(seq=9), batch_size=4)
-    with pytest.raises(ReplayError, match="1 forward passes inside resumed_at, 3 recorded"):
-        with resumed_at(model, recorded):
-            evaluate(model, _data(n=3), batch_size=4)  # one pass, shaped like the first recorded one
+    with pytest.raises(ReplayError, match="shape"), resumed_at(model, recorded):
+        evaluate(model, _data(seq=9), batch_size=4)
+    with (
+        pytest.raises(ReplayError, match="1 forward passes inside resumed_at, 3 recorded"),
+        resumed_at(model, recorded),
+    ):
+        evaluate(model, _data(n=3), batch_size=4)  # one pass, shaped like the first recorded one
     assert list(components.blocks(model)) == before

@@ -9,7 +9,8 @@ from sae_lens import SAE
 
 from cgclib import components
 from cgclib import saes as saes_module
-from cgclib.saes import HeadSAEConfig, head_feature_statistics, stream_head_activations, token_mask, train_head_saes
+from cgclib.saes import HeadSAEConfig, head_feature_statistics, stream_head_activations, train_head_saes
+from cgclib.tokens import token_mask
 
 from .tiny_models import tiny_gpt2, tiny_llama
 
@@ -48,8 +49,14 @@ def test_training_caching_and_loading(tmp_path):
         torch.testing.assert_close(again[head].W_enc, saes[head].W_enc)
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 2
 
-    train_head_saes(model, ids, pad_token_id=2, cfg=HeadSAEConfig(expansion=4, epochs=2, batch_tokens=128, seed=1),
-                    heads=[(0, 0)], cache=tmp_path)
+    train_head_saes(
+        model,
+        ids,
+        pad_token_id=2,
+        cfg=HeadSAEConfig(expansion=4, epochs=2, batch_tokens=128, seed=1),
+        heads=[(0, 0)],
+        cache=tmp_path,
+    )
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3  # a changed seed retrains
 
 
@@ -66,8 +73,7 @@ def test_statistics_on_held_out_tokens(tmp_path):
 
 
 def test_an_edited_model_does_not_reuse_the_saes_of_the_original():
-    from cgclib.models import load_model
-    from cgclib.models import model_fingerprint
+    from cgclib.models import load_model, model_fingerprint
 
     model = load_model("testbed-llama", device="cpu").model
     before = model_fingerprint(model)
@@ -103,14 +109,20 @@ def test_the_book_defaults_need_no_sae_training():
     a change to the defaults, the test beds or sae-lens shows here, not as a slow book."""
     from dataclasses import replace
 
-    from cgclib.chapters import get_chapter
+    from cgclib.book.chapters import get_chapter
     from cgclib.models import model_fingerprint
     from cgclib.saes import _cache_key, _stored
     from cgclib.subjects import load_subject
 
     p = {name: param.default for name, param in get_chapter("density").parameters().items()}
-    cfg = HeadSAEConfig(expansion=p["sae_expansion"], k_fraction=p["sae_k_fraction"], epochs=p["sae_epochs"],
-                        batch_tokens=p["sae_batch_tokens"], lr=p["sae_lr"], seed=p["seed"])
+    cfg = HeadSAEConfig(
+        expansion=p["sae_expansion"],
+        k_fraction=p["sae_k_fraction"],
+        epochs=p["sae_epochs"],
+        batch_tokens=p["sae_batch_tokens"],
+        lr=p["sae_lr"],
+        seed=p["seed"],
+    )
     variants = [cfg] + [replace(cfg, seed=s) for s in p["stability_seeds"]]
     variants += [replace(cfg, expansion=e) for e in p["stability_expansions"]]
     for name in (p["model"], p["second_model"]):

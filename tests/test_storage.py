@@ -58,8 +58,10 @@ def test_runs_at_once_compute_a_cached_result_once(tmp_path):
     import multiprocessing
 
     result, log = tmp_path / "cache" / "table.json", tmp_path / "log"
-    runs = [multiprocessing.get_context("spawn").Process(target=_compute_once_slowly, args=(str(result), str(log)))
-            for _ in range(3)]
+    runs = [
+        multiprocessing.get_context("spawn").Process(target=_compute_once_slowly, args=(str(result), str(log)))
+        for _ in range(3)
+    ]
     for run in runs:
         run.start()
     for run in runs:

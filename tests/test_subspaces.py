@@ -27,7 +27,7 @@ def test_canonical_and_principal_directions_of_a_known_case():
     top = subspaces.variance_basis(cov, 1)[:, 0]
     assert abs(top[1]) == pytest.approx(1, abs=1e-3)
     correlations, directions = subspaces.canonical_correlations(m, ridge=1e-9)
-    assert correlations[0] == pytest.approx(2 ** -0.5, abs=0.02)
+    assert correlations[0] == pytest.approx(2**-0.5, abs=0.02)
     a = directions[:, 0] / directions[:, 0].norm()
     assert abs(a[0]) == pytest.approx(1, abs=1e-2)
     # the high-variance direction explains none of the predictive variate

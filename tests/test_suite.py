@@ -43,11 +43,11 @@ def _answer_is_right(suite, ex):
     if ex.task == "sorting":
         return answer == sorted(body) and len(set(body)) == len(body)
     if ex.task == "kv_recall":
-        pairs = dict(zip(body[0:-2:2], body[1:-2:2]))
+        pairs = dict(zip(body[0:-2:2], body[1:-2:2], strict=False))
         return body[-2] == ";" and answer == [pairs[body[-1]]]
     if ex.task == "addition":
         n = body.index("+")
-        a, b = int("".join(body[:n][::-1])), int("".join(body[n + 1:][::-1]))
+        a, b = int("".join(body[:n][::-1])), int("".join(body[n + 1 :][::-1]))
         return int("".join(answer[::-1])) == a + b and len(answer) == n + 1
     if ex.task == "dyck":
         closers = dict(BRACKETS)
@@ -76,7 +76,7 @@ def test_every_answer_is_right(suite, seed):
 
 def _context(tokens) -> str:
     """What a held-out key-value probe must never share with training: marker and pairs."""
-    return " ".join(tokens[:list(tokens).index(";")])
+    return " ".join(tokens[: list(tokens).index(";")])
 
 
 def test_training_never_sees_a_held_out_example(suite):
@@ -101,14 +101,14 @@ def test_key_value_segments_answer_every_query(suite):
         seg = task.training_segment(rng)
         tokens = seg.tokens
         first = tokens.index(";")
-        pairs = dict(zip(tokens[1:first:2], tokens[2:first:2]))
+        pairs = dict(zip(tokens[1:first:2], tokens[2:first:2], strict=False))
         queries = tokens[first:-1]
         assert len(queries) % 3 == 0 and len(queries) // 3 == len(pairs)
         for i in range(0, len(queries), 3):
             assert queries[i] == ";" and pairs[queries[i + 1]] == queries[i + 2]
         assert tokens[-1] == EOS
         # a loss on every value and on <eos>, nowhere else
-        assert [t for t, l in zip(tokens, seg.loss) if l] == queries[2::3] + [EOS]
+        assert [t for t, l in zip(tokens, seg.loss, strict=True) if l] == queries[2::3] + [EOS]
 
 
 def test_fact_questions_on_held_out_entities_are_never_trained(suite):
@@ -123,8 +123,9 @@ def test_fact_statements_state_the_probed_facts(suite):
     task: FactRecallTask = suite.tasks["fact_recall"]
     for split in ("train", "eval"):
         statements, questions = task.statement_examples(split), task.all_examples(split)
-        assert [(x.marker, *x.prompt, *x.answer) for x in statements] == \
-            [(q.prompt[0], q.prompt[1], q.answer[0]) for q in questions]
+        assert [(x.marker, *x.prompt, *x.answer) for x in statements] == [
+            (q.prompt[0], q.prompt[1], q.answer[0]) for q in questions
+        ]
         for x in statements:
             assert suite.knowledge.facts[(x.marker, x.prompt[0])] == x.answer[0]
 
@@ -146,6 +147,7 @@ def test_tokenizer_covers_the_suite_and_round_trips(suite, tmp_path):
     assert tok.convert_tokens_to_ids(vocab) == list(range(len(vocab)))
     tok.save_pretrained(tmp_path)
     from transformers import AutoTokenizer
+
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again("copy: a b = a b <eos>")["input_ids"] == tok("copy: a b = a b <eos>")["input_ids"]
 
@@ -193,6 +195,7 @@ def test_language_eval_scores_every_paragraph_token_but_the_first(suite):
 def test_first_token_probabilities_sum_to_one():
     from cgclib.grammar import DETERMINERS
     from cgclib.suite import KnowledgeBase
+
     grammar = Grammar(KnowledgeBase(0))
     starts = set(DETERMINERS["sg"] + DETERMINERS["pl"]) | set(grammar.knowledge.entities)
     total = sum(np.exp(grammar.first_token_logprob(t)) for t in starts)

@@ -10,8 +10,20 @@ from cgclib import testbed
 from cgclib.models import load_model, sha256_file
 
 TINY = testbed.TestbedConfig(
-    name="testbed-gpt2", family="gpt2", d_model=32, n_layers=2, n_heads=4, d_mlp=64, seq_len=128,
-    batch_size=4, steps=6, warmup_steps=2, eval_every=3, curve_probes=4, final_probes=8, final_paragraphs=8,
+    name="testbed-gpt2",
+    family="gpt2",
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    d_mlp=64,
+    seq_len=128,
+    batch_size=4,
+    steps=6,
+    warmup_steps=2,
+    eval_every=3,
+    curve_probes=4,
+    final_probes=8,
+    final_paragraphs=8,
 )
 
 
@@ -24,8 +36,15 @@ def test_same_seed_gives_identical_weights_and_a_loadable_checkpoint(tmp_path, m
     folder = tmp_path / "a" / cfg.name
     assert sha256_file(folder / "model.safetensors") == a["weights_sha256"]
     assert json.loads((folder / "card.json").read_text()) == a
-    assert set(a["evaluation"]["accuracy"]) == {"copy", "kv_recall", "dyck", "addition", "fact_recall",
-                                                "sorting", "reversal"}
+    assert set(a["evaluation"]["accuracy"]) == {
+        "copy",
+        "kv_recall",
+        "dyck",
+        "addition",
+        "fact_recall",
+        "sorting",
+        "reversal",
+    }
     assert not list((tmp_path / "a").glob(".*"))  # no resume file or temporary folder is left
     monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path / "a"))
     loaded = load_model(cfg.name, device="cpu")

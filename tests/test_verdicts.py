@@ -5,8 +5,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cgclib.verdicts import (
-    FAILS, HOLDS, INCONCLUSIVE, Equivalence, Exceeds, InRange, Measurement, Overlaps, RuleError,
-    SignificantSign, WithinTolerance,
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    Equivalence,
+    Exceeds,
+    InRange,
+    Measurement,
+    Overlaps,
+    RuleError,
+    SignificantSign,
+    WithinTolerance,
 )
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)

@@ -24,10 +24,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..ledger import AT_ONCE
 from .chapters import list_chapters
 
 CACHE_FOLDER = Path("_build") / ".jupyter_cache"
-AT_ONCE = "CGC_CHAPTERS_AT_ONCE"  # read by `ledger.machine` for the rerun boxes
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Execution:
     path: Path
     notebook: object | None  # the executed nbformat notebook; None if it failed
     seconds: float
-    error: str | None         # the traceback of a failed cell
+    error: str | None  # the traceback of a failed cell
 
 
 def _execute(path: Path, timeout: int, myst_extensions: list[str]) -> Execution:
@@ -48,8 +48,12 @@ def _execute(path: Path, timeout: int, myst_extensions: list[str]) -> Execution:
 
     started = time.perf_counter()
     try:
-        notebook = read_myst_markdown_notebook(path.read_text("utf8"), MdParserConfig(
-            enable_extensions=set(myst_extensions)), add_source_map=True, path=str(path))
+        notebook = read_myst_markdown_notebook(
+            path.read_text("utf8"),
+            MdParserConfig(enable_extensions=set(myst_extensions)),
+            add_source_map=True,
+            path=str(path),
+        )
         result = single_nb_execution(notebook, cwd=str(path.parent), timeout=timeout, allow_errors=False)
     except Exception:  # a notebook that cannot be read, a kernel that died or did not start
         return Execution(path, None, time.perf_counter() - started, traceback.format_exc())
@@ -96,9 +100,16 @@ def execute_chapters(root: Path, jobs: int | None = None) -> list[Execution]:
             done[execution.path] = execution
             if execution.notebook is not None:
                 cache.cache_notebook_bundle(
-                    CacheBundleIn(execution.notebook, str(execution.path), data={"execution_seconds": execution.seconds}),
-                    check_validity=False, overwrite=True)
+                    CacheBundleIn(
+                        execution.notebook, str(execution.path), data={"execution_seconds": execution.seconds}
+                    ),
+                    check_validity=False,
+                    overwrite=True,
+                )
             outcome = "executed" if execution.error is None else "FAILED"
-            print(f"[{time.perf_counter() - started:4.0f} s] {outcome} {execution.path.relative_to(root)} "
-                  f"in {execution.seconds:.0f} s", flush=True)
+            print(
+                f"[{time.perf_counter() - started:4.0f} s] {outcome} {execution.path.relative_to(root)} "
+                f"in {execution.seconds:.0f} s",
+                flush=True,
+            )
     return [done[path] for path in paths]

@@ -16,8 +16,8 @@ from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from ..ledger import LedgerError, format_ours, format_paper, load_results
 from .chapters import list_chapters
-from .ledger import LedgerError, format_ours, format_paper, load_results
 
 logger = logging.getLogger(__name__)
 NOTEBOOK_PREFIX = "notebooks/"
@@ -72,11 +72,13 @@ class FillClaimsLedger(SphinxPostTransform):
     def _load_records(self) -> list[tuple[str, dict]]:
         out = []
         for doc in _notebook_docs(self.app):
-            stem = doc[len(NOTEBOOK_PREFIX):]
+            stem = doc[len(NOTEBOOK_PREFIX) :]
             path = _results_dir(self.app) / f"{stem}.json"
             if not path.is_file():
-                logger.warning(f"claims ledger: no records from notebook {doc!r} ({path} missing); "
-                               "did it execute?", location=self.env.docname)
+                logger.warning(
+                    f"claims ledger: no records from notebook {doc!r} ({path} missing); did it execute?",
+                    location=self.env.docname,
+                )
                 continue
             try:
                 records = load_results(path)
@@ -95,8 +97,9 @@ class FillClaimsLedger(SphinxPostTransform):
         if label:
             target = self.env.get_domain("std").labels.get(label)
             if target is None:
-                logger.warning(f"claims ledger: record {record['id']!r} names unknown section label {label!r}",
-                               location=here)
+                logger.warning(
+                    f"claims ledger: record {record['id']!r} names unknown section label {label!r}", location=here
+                )
             else:
                 uri = self.app.builder.get_relative_uri(here, target[0]) + "#" + target[1]
         ref = nodes.reference("", "", internal=True, refuri=uri)
@@ -127,10 +130,12 @@ class FillClaimsLedger(SphinxPostTransform):
             claim += self._link(doc, record)
             row += _cell(claim, _paragraph(record["claim"]), _paragraph(record["source"], ["ledger-source"]))
             paper = record["paper"]
-            row += _cell(_paragraph(format_paper(paper)),
-                         *([_paragraph(paper["setting"], ["ledger-setting"])] if paper else []))
-            row += _cell(_paragraph(format_ours(record["ours"])),
-                         _paragraph(record["ours"]["setting"], ["ledger-setting"]))
+            row += _cell(
+                _paragraph(format_paper(paper)), *([_paragraph(paper["setting"], ["ledger-setting"])] if paper else [])
+            )
+            row += _cell(
+                _paragraph(format_ours(record["ours"])), _paragraph(record["ours"]["setting"], ["ledger-setting"])
+            )
             row += _cell(_paragraph(record["test"]))
             verdict = record["verdict"]
             row += _cell(_paragraph(verdict, [f"verdict-{verdict}"]))

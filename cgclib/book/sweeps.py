@@ -39,8 +39,10 @@ class Sweep:
     def jobs(self) -> list[dict[str, Any]]:
         """The parameters of every job, in job-index order."""
         names = list(self.grid)
-        return [{**self.parameters, **dict(zip(names, values))}
-                for values in itertools.product(*(self.grid[n] for n in names))]
+        return [
+            {**self.parameters, **dict(zip(names, values, strict=True))}
+            for values in itertools.product(*(self.grid[n] for n in names))
+        ]
 
 
 def _as_text(value: Any) -> str:

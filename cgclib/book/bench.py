@@ -1,6 +1,6 @@
 """Benchmarks of the hot paths, each against the straightforward implementation.
 
-`python -m cgclib.bench` (or `make bench`) times every hot path of the library on
+`python -m cgclib.book.bench` (or `make bench`) times every hot path of the library on
 random-initialised GPT-2-architecture models at three sizes along each of three axes
 (calibration tokens, layers, heads), next to a naive baseline that does the same job the
 obvious way (stored activations, one head or one sequence at a time). For each run it
@@ -19,25 +19,25 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import psutil
 import torch
 
-from . import components, devices
-from .absorption import _block_outputs, noise_at, trajectory_drift
-from .evaluation import EvaluationData, evaluate
-from .importance import head_importance
-from .hooks import linear_inputs, residual_stream
-from .linear_blocks import block_moments, fit_block_maps
-from .moments import AffineMap, ridge_scale
-from .paths import project_root
-from .pruning import input_square_sums, masked, wanda_block_masks
-from .saes import head_feature_statistics, stream_head_activations
+from .. import components, devices
+from ..absorption import _block_outputs, noise_at, trajectory_drift
+from ..evaluation import EvaluationData, evaluate
+from ..hooks import linear_inputs, residual_stream
+from ..importance import head_importance
+from ..linear_blocks import block_moments, fit_block_maps
+from ..moments import AffineMap, ridge_scale
+from ..paths import project_root
+from ..pruning import input_square_sums, masked, wanda_block_masks
+from ..saes import head_feature_statistics, stream_head_activations
 
 SEQ_LEN = 128
 VOCAB = 512
@@ -57,8 +57,16 @@ def make_model(size: Size, device: str) -> torch.nn.Module:
 
     torch.manual_seed(0)
     d = size.n_heads * size.head_dim
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=SEQ_LEN, n_embd=d, n_layer=size.n_layers, n_head=size.n_heads,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=SEQ_LEN,
+        n_embd=d,
+        n_layer=size.n_layers,
+        n_head=size.n_heads,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return GPT2LMHeadModel(cfg).to(device).eval()
 
 
@@ -102,6 +110,7 @@ class PeakMemory:
 
 # ---- the hot paths and their naive counterparts -------------------------------------------
 
+
 def input_norms_streamed(model, ids):
     return input_square_sums(model, ids, None, components.all_linear_layers(model))
 
@@ -112,7 +121,9 @@ def input_norms_stored(model, ids):
     (The first position is left out, as the library's statistics do.)"""
     stored: dict[str, list[torch.Tensor]] = {}
     modules = components.all_linear_layers(model)
-    with linear_inputs(model, modules, lambda name, x: stored.setdefault(name, []).append(x[:, 1:].reshape(-1, x.shape[-1]))):
+    with linear_inputs(
+        model, modules, lambda name, x: stored.setdefault(name, []).append(x[:, 1:].reshape(-1, x.shape[-1]))
+    ):
         for row in ids.to(devices.input_device(model)):
             model(input_ids=row[None])
     return {name: torch.cat(xs).pow(2).sum(0) for name, xs in stored.items()}
@@ -124,8 +135,11 @@ def random_saes(model):
     lay = components.layout(model)
     device = str(devices.input_device(model))
     torch.manual_seed(0)
-    return {(l, h): TopKSAE(TopKSAEConfig(d_in=lay.head_dim, d_sae=8 * lay.head_dim, k=6, device=device))
-            for l in range(lay.n_layers) for h in range(lay.n_heads)}
+    return {
+        (l, h): TopKSAE(TopKSAEConfig(d_in=lay.head_dim, d_sae=8 * lay.head_dim, k=6, device=device))
+        for l in range(lay.n_layers)
+        for h in range(lay.n_heads)
+    }
 
 
 def density_streamed(model, ids, saes):
@@ -173,7 +187,10 @@ def drift_recomputed(model, ids):
             clean = _block_outputs(model, ids, None)
             with noise_at(model, layer, m, 0)(clean, 0):
                 noisy = _block_outputs(model, ids, None)
-            c, p = torch.stack(clean)[:, :, 1:], torch.stack(noisy)[:, :, 1:]  # first position left out, as the library does
+            c, p = (
+                torch.stack(clean)[:, :, 1:],
+                torch.stack(noisy)[:, :, 1:],
+            )  # first position left out, as the library does
             results[(layer, m)] = ((p - c).norm(dim=-1) / c.norm(dim=-1)).mean((1, 2))
     return results
 
@@ -219,7 +236,9 @@ def head_wanda_one_by_one(model, ids):
         for head in range(lay.n_heads):
             cols = slice(head * lay.head_dim, (head + 1) * lay.head_dim)
             stored: list[torch.Tensor] = []
-            with linear_inputs(model, {"o": out_proj}, lambda name, x: stored.append(x[0, 1:, cols])):
+            with linear_inputs(
+                model, {"o": out_proj}, lambda name, x, stored=stored, cols=cols: stored.append(x[0, 1:, cols])
+            ):
                 for row in ids.to(devices.input_device(model)):
                     model(input_ids=row[None])
             norms = torch.cat(stored).double().pow(2).sum(0).sqrt()
@@ -247,7 +266,7 @@ def allocation_masks_stored(model, ids, allocation):
     for block in sorted(allocation):
         layers = {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
         stored: dict[str, list[torch.Tensor]] = {}
-        grab = lambda name, x: stored.setdefault(name, []).append(x[0, 1:])  # noqa: E731
+        grab = lambda name, x, stored=stored: stored.setdefault(name, []).append(x[0, 1:])  # noqa: E731
         with masked(model, masks), linear_inputs(model, layers, grab):
             for row in ids.to(devices.input_device(model)):
                 model(input_ids=row[None])
@@ -270,20 +289,48 @@ class Benchmark:
 
 
 BENCHMARKS = [
-    Benchmark("input norms for Wanda / OWL (all linear layers)", input_norms_streamed, input_norms_stored,
-              lambda model, ids, size: (ids,)),
-    Benchmark("SAE encoding + density statistics (every head)", density_streamed, density_per_head,
-              lambda model, ids, size: (ids, random_saes(model))),
-    Benchmark("perplexity evaluation", evaluate_batched, evaluate_one_by_one,
-              lambda model, ids, size: (evaluation_data(size),)),
-    Benchmark("perturbation sweep (noise at every block, two magnitudes)", drift_shared, drift_recomputed,
-              lambda model, ids, size: (ids,)),
-    Benchmark("Gram accumulation + ridge fit of every block", block_fits_streamed, block_fits_stored,
-              lambda model, ids, size: (ids,)),
-    Benchmark("per-head importance signals (Wanda and four others, every head)", head_signals_streamed,
-              head_wanda_one_by_one, lambda model, ids, size: (ids,)),
-    Benchmark("Wanda masks under a block allocation (blocks in order)", allocation_masks_streamed,
-              allocation_masks_stored, lambda model, ids, size: (ids, block_allocation(model))),
+    Benchmark(
+        "input norms for Wanda / OWL (all linear layers)",
+        input_norms_streamed,
+        input_norms_stored,
+        lambda model, ids, size: (ids,),
+    ),
+    Benchmark(
+        "SAE encoding + density statistics (every head)",
+        density_streamed,
+        density_per_head,
+        lambda model, ids, size: (ids, random_saes(model)),
+    ),
+    Benchmark(
+        "perplexity evaluation",
+        evaluate_batched,
+        evaluate_one_by_one,
+        lambda model, ids, size: (evaluation_data(size),),
+    ),
+    Benchmark(
+        "perturbation sweep (noise at every block, two magnitudes)",
+        drift_shared,
+        drift_recomputed,
+        lambda model, ids, size: (ids,),
+    ),
+    Benchmark(
+        "Gram accumulation + ridge fit of every block",
+        block_fits_streamed,
+        block_fits_stored,
+        lambda model, ids, size: (ids,),
+    ),
+    Benchmark(
+        "per-head importance signals (Wanda and four others, every head)",
+        head_signals_streamed,
+        head_wanda_one_by_one,
+        lambda model, ids, size: (ids,),
+    ),
+    Benchmark(
+        "Wanda masks under a block allocation (blocks in order)",
+        allocation_masks_streamed,
+        allocation_masks_stored,
+        lambda model, ids, size: (ids, block_allocation(model)),
+    ),
 ]
 
 
@@ -318,8 +365,17 @@ def run(device: str = "cpu", benchmarks=None, axes=None) -> pd.DataFrame:
                 bench.optimized(model, *extra)  # warm-up
                 for variant, fn in (("optimized", bench.optimized), ("naive", bench.naive)):
                     seconds, peak = _time(fn, (model, *extra), device)
-                    rows.append({"benchmark": bench.name, "axis": axis, "size": _axis_size(size, axis), "variant": variant, "seconds": seconds, "tokens_per_s": size.n_sequences * SEQ_LEN / seconds,
-                        "peak_mib": peak})
+                    rows.append(
+                        {
+                            "benchmark": bench.name,
+                            "axis": axis,
+                            "size": _axis_size(size, axis),
+                            "variant": variant,
+                            "seconds": seconds,
+                            "tokens_per_s": size.n_sequences * SEQ_LEN / seconds,
+                            "peak_mib": peak,
+                        }
+                    )
                 print(f"{bench.name} | {axis}={size} | done", flush=True)
     return pd.DataFrame(rows)
 
@@ -337,13 +393,15 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     """At the middle size of the tokens axis: both variants side by side and their ratio."""
     mid = results[(results.axis == "tokens") & (results["size"] == 16 * SEQ_LEN)]
     wide = mid.pivot(index="benchmark", columns="variant", values=["seconds", "tokens_per_s", "peak_mib"])
-    table = pd.DataFrame({
-        "tokens/s": wide[("tokens_per_s", "optimized")],
-        "tokens/s, naive": wide[("tokens_per_s", "naive")],
-        "speed-up": wide[("seconds", "naive")] / wide[("seconds", "optimized")],
-        "peak MiB": wide[("peak_mib", "optimized")],
-        "peak MiB, naive": wide[("peak_mib", "naive")],
-    })
+    table = pd.DataFrame(
+        {
+            "tokens/s": wide[("tokens_per_s", "optimized")],
+            "tokens/s, naive": wide[("tokens_per_s", "naive")],
+            "speed-up": wide[("seconds", "naive")] / wide[("seconds", "optimized")],
+            "peak MiB": wide[("peak_mib", "optimized")],
+            "peak MiB, naive": wide[("peak_mib", "naive")],
+        }
+    )
     exponents = growth(results).pivot(index="benchmark", columns=["axis", "variant"], values="growth exponent")
     for axis in results["axis"].unique():
         table[f"growth with {axis}"] = exponents[(axis, "optimized")]
@@ -360,19 +418,29 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = run(args.device)
     table = summary(results)
-    meta = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d"), "seq_len": SEQ_LEN,
-            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+    meta = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+        "seq_len": SEQ_LEN,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+    }
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps({"meta": meta, "runs": results.to_dict("records")}, indent=1))
     tmp.replace(out / "results.json")
-    text = (f"Benchmarks on {args.device} ({meta['gpu'] or str(meta['threads']) + ' CPU threads'}), "
-            f"{meta['date']}, sequences of {SEQ_LEN} tokens; sizes at the middle of the tokens axis.\n\n"
-            + table.round(2).to_markdown() + "\n")
+    text = (
+        f"Benchmarks on {args.device} ({meta['gpu'] or str(meta['threads']) + ' CPU threads'}), "
+        f"{meta['date']}, sequences of {SEQ_LEN} tokens; sizes at the middle of the tokens axis.\n\n"
+        + table.round(2).to_markdown()
+        + "\n"
+    )
     if not args.device.startswith("cuda"):
-        text += ("\nOn the CPU, peak memory is the resident set size above its level before each run; the\n"
-                 "allocator keeps memory freed by earlier runs, so small differences read as 0 and these\n"
-                 "columns only show growth beyond what the process already held.\n")
+        text += (
+            "\nOn the CPU, peak memory is the resident set size above its level before each run; the\n"
+            "allocator keeps memory freed by earlier runs, so small differences read as 0 and these\n"
+            "columns only show growth beyond what the process already held.\n"
+        )
     (out / "table.md").write_text(text)
     print(text)
 

@@ -8,8 +8,8 @@ import pytest
 from jupyter_cache import get_cache
 from myst_nb.core.read import myst_nb_reader_plugin
 
-from cgclib import cli
-from cgclib.book_execution import CACHE_FOLDER, execute_chapters
+from cgclib.book import cli
+from cgclib.book.execution import CACHE_FOLDER, execute_chapters
 
 HEADER = textwrap.dedent("""\
     ---
@@ -35,8 +35,9 @@ HEADER = textwrap.dedent("""\
 def _book(root: Path, chapters: dict[str, str]) -> Path:
     (root / "notebooks").mkdir(parents=True)
     (root / "_config.yml").write_text("title: demo\n")
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n"
-                                   + "".join(f"- file: notebooks/{name}\n" for name in chapters))
+    (root / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n" + "".join(f"- file: notebooks/{name}\n" for name in chapters)
+    )
     for name, code in chapters.items():
         (root / "notebooks" / f"{name}.md").write_text(HEADER.format(title=name, code=code))
     return root
@@ -52,12 +53,15 @@ def _cached_output(root: Path, name: str) -> str:
 
 def test_chapters_run_side_by_side_into_the_cache_myst_nb_reads(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    root = _book(tmp_path, {
-        "first": "import os\nprint(value * 2, os.environ['CGC_CHAPTERS_AT_ONCE'], os.environ['OMP_WAIT_POLICY'])",
-        "broken": "raise RuntimeError('chapter broke')",
-        "third": "from pathlib import Path\nprint(Path.cwd().name)",
-        "unreadable": "print('never runs')",
-    })
+    root = _book(
+        tmp_path,
+        {
+            "first": "import os\nprint(value * 2, os.environ['CGC_CHAPTERS_AT_ONCE'], os.environ['OMP_WAIT_POLICY'])",
+            "broken": "raise RuntimeError('chapter broke')",
+            "third": "from pathlib import Path\nprint(Path.cwd().name)",
+            "unreadable": "print('never runs')",
+        },
+    )
     unreadable = root / "notebooks" / "unreadable.md"
     unreadable.write_text(unreadable.read_text().replace(":tags: [parameters]", ":tags: [parameters"))
     executions = execute_chapters(root, jobs=2)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from cgclib.chapters import ChapterError
+from cgclib.book.chapters import ChapterError
+from cgclib.book.sweeps import finished_run, job_command, load_sweep, run_job
 from cgclib.paths import project_root
-from cgclib.sweeps import finished_run, job_command, load_sweep, run_job
 
 ROOT = project_root()
 
@@ -26,13 +26,19 @@ def test_shipped_sweeps_are_valid(path):
 
 
 def test_grid_expands_with_the_first_key_slowest(tmp_path):
-    sweep = load_sweep(_write(tmp_path, """
+    sweep = load_sweep(
+        _write(
+            tmp_path,
+            """
 chapter: structure
 parameters: {device: cuda}
 grid:
   model: [gpt2, gpt2-medium]
   seed: [0, 1, 2]
-"""), ROOT)
+""",
+        ),
+        ROOT,
+    )
     jobs = sweep.jobs()
     assert len(jobs) == 6
     assert jobs[0] == {"device": "cuda", "model": "gpt2", "seed": 0}
@@ -40,14 +46,17 @@ grid:
     assert job_command(sweep, 4) == "cgc run structure -p device cuda -p model gpt2-medium -p seed 1"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("chapter: nowhere\n", "unknown chapter"),
-    ("chapter: structure\ngrid: {learning_rate: [1, 2]}\n", "no parameter 'learning_rate'"),
-    ("chapter: structure\ngrid: {seed: [0, one]}\n", "expects an integer"),
-    ("chapter: structure\ngrid: {seed: []}\n", "non-empty list"),
-    ("chapter: structure\nparameters: {seed: 0}\ngrid: {seed: [1]}\n", "both as fixed"),
-    ("chapter: structure\nsweep: {}\n", "keys chapter, parameters and grid"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("chapter: nowhere\n", "unknown chapter"),
+        ("chapter: structure\ngrid: {learning_rate: [1, 2]}\n", "no parameter 'learning_rate'"),
+        ("chapter: structure\ngrid: {seed: [0, one]}\n", "expects an integer"),
+        ("chapter: structure\ngrid: {seed: []}\n", "non-empty list"),
+        ("chapter: structure\nparameters: {seed: 0}\ngrid: {seed: [1]}\n", "both as fixed"),
+        ("chapter: structure\nsweep: {}\n", "keys chapter, parameters and grid"),
+    ],
+)
 def test_bad_sweeps_are_refused_with_the_reason(tmp_path, text, message):
     with pytest.raises(ChapterError, match=message):
         load_sweep(_write(tmp_path, text), ROOT)
@@ -79,8 +88,12 @@ def test_an_unfinished_run_is_not_taken_for_a_finished_one(tmp_path):
 
 
 def test_cli_lists_one_command_per_job():
-    out = subprocess.run([sys.executable, "-m", "cgclib.cli", "sweep", "sweeps/orthogonality-gpt2-sizes.yaml",
-                          "--commands"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-m", "cgclib.book.cli", "sweep", "sweeps/orthogonality-gpt2-sizes.yaml", "--commands"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert len(out) == 6
-    assert out[-1] == ("cgc run orthogonality -p second_model '' -p device cuda "
-                       "-p model gpt2-large -p seed 2")
+    assert out[-1] == ("cgc run orthogonality -p second_model '' -p device cuda -p model gpt2-large -p seed 2")

@@ -6,7 +6,8 @@ their ledger records go into a copy of the book whose configuration turns execut
 The copy is served on localhost and every page of the table of contents is opened in
 Chromium, which must show no executed-cell error, load every image, and render every
 formula with the book's own MathJax (no network). The search page and the claims ledger are
-exercised, every notebook page offers its executed `.ipynb`, and a screenshot of each page is saved under `_build/screenshots/`.
+exercised, every notebook page offers its executed `.ipynb`, and a screenshot of each page
+is saved under `_build/screenshots/`.
 
 Chromium and chromedriver come from Debian (`make test` installs them where it can); where
 they are missing the test is skipped with that reason.
@@ -27,9 +28,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cgclib.chapters import _toc_files, list_chapters
+from cgclib.book.chapters import _toc_files, list_chapters
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 pytestmark = pytest.mark.browser
 
@@ -42,14 +43,21 @@ TIMEOUT = 60  # seconds for a page's scripts (MathJax, search) to finish
 @pytest.fixture(scope="session")
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("headless Chromium is not installed (Debian packages chromium and chromium-driver; "
-                    "`make test` installs them when run as root with apt-get)")
+        pytest.skip(
+            "headless Chromium is not installed (Debian packages chromium and chromium-driver; "
+            "`make test` installs them when run as root with apt-get)"
+        )
     from selenium import webdriver
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(TIMEOUT)
@@ -74,8 +82,9 @@ def ci_book(browser, ci_chapter_runs, tmp_path_factory) -> Path:
         shutil.copy(run.notebook, site / "notebooks" / f"{chapter}.ipynb")
         shutil.copy(run.results, results / f"{chapter}.json")
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    built = subprocess.run([str(jupyter_book), "build", str(site), "-W", "-n", "--keep-going"],
-                           capture_output=True, text=True)
+    built = subprocess.run(
+        [str(jupyter_book), "build", str(site), "-W", "-n", "--keep-going"], capture_output=True, text=True
+    )
     assert built.returncode == 0, f"the book did not build:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}"
     return site / "_build" / "html"
 
@@ -128,8 +137,11 @@ return {
 def test_page_renders_without_errors(browser, site_url, page):
     browser.get(f"{site_url}/{page}.html")
     _wait(browser, "return document.readyState === 'complete'", "the page did not load")
-    _wait(browser, "return Array.from(document.querySelectorAll('.math')).every(m => m.querySelector('mjx-container'))",
-          "MathJax did not render every formula")
+    _wait(
+        browser,
+        "return Array.from(document.querySelectorAll('.math')).every(m => m.querySelector('mjx-container'))",
+        "MathJax did not render every formula",
+    )
     state = browser.execute_script(PAGE_STATE)
     assert "404" not in state["title"], f"{page}: page not found"
     assert not state["errors"] and not state["traceback"], f"{page}: executed-cell errors {state['errors']}"
@@ -141,18 +153,23 @@ def test_page_renders_without_errors(browser, site_url, page):
         assert href, f"{page}: no link to download the executed notebook"
         with urllib.request.urlopen(href) as response:
             notebook = json.load(response)
-        assert any(cell.get("outputs") for cell in notebook["cells"] if cell["cell_type"] == "code"), \
+        assert any(cell.get("outputs") for cell in notebook["cells"] if cell["cell_type"] == "code"), (
             f"{page}: the downloadable notebook has no outputs"
+        )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / f"{page.replace('/', '-')}.png"))
 
 
 def test_search_finds_a_chapter(browser, site_url):
     browser.get(f"{site_url}/search.html?q=absorption")
-    count = _wait(browser, "const r = document.querySelectorAll('#search-results li'); return r.length > 0 && r.length",
-                  "search returned no results for 'absorption'")
+    count = _wait(
+        browser,
+        "const r = document.querySelectorAll('#search-results li'); return r.length > 0 && r.length",
+        "search returned no results for 'absorption'",
+    )
     links = browser.execute_script(
-        "return Array.from(document.querySelectorAll('#search-results li a')).map(a => a.getAttribute('href'))")
+        "return Array.from(document.querySelectorAll('#search-results li a')).map(a => a.getAttribute('href'))"
+    )
     assert count > 0 and any("absorption" in link for link in links), links
 
 

@@ -3,10 +3,10 @@ and writes the ledger records it promises, each valid and with a computed verdic
 
 import pytest
 
-from cgclib.chapters import list_chapters
+from cgclib.book.chapters import list_chapters
 from cgclib.ledger import load_results
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 CHAPTERS = list(list_chapters(ROOT))
 
@@ -25,8 +25,13 @@ def _glued_names(notebook_path) -> set[str]:
     import nbformat
 
     nb = nbformat.read(notebook_path, as_version=4)
-    return {o["metadata"]["scrapbook"]["name"] for c in nb.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if "scrapbook" in o.get("metadata", {})}
+    return {
+        o["metadata"]["scrapbook"]["name"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "scrapbook" in o.get("metadata", {})
+    }
 
 
 def _text_references(chapter: str) -> list[tuple[str, str, str]]:

@@ -6,13 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from cgclib import cli
-from cgclib.chapters import ChapterError, get_chapter, list_chapters, parse_parameters_cell, resolve_parameters, run_chapter
+from cgclib.book import cli
+from cgclib.book.chapters import (
+    ChapterError,
+    get_chapter,
+    list_chapters,
+    parse_parameters_cell,
+    resolve_parameters,
+    run_chapter,
+)
 from cgclib.ledger import load_results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
-DEMO_NOTEBOOK = textwrap.dedent('''\
+DEMO_NOTEBOOK = textwrap.dedent("""\
     ---
     jupytext:
       text_representation:
@@ -42,7 +49,7 @@ DEMO_NOTEBOOK = textwrap.dedent('''\
     ledger.record(id="demo.scale", claim="scale is positive", ours=Ours(scale * (seed + 1), 1, label),
                   rule=Exceeds(0.0), source="test")
     ```
-''')
+""")
 
 
 @pytest.fixture
@@ -51,8 +58,7 @@ def demo_book(tmp_path) -> Path:
     (tmp_path / "notebooks" / "demo.md").write_text(DEMO_NOTEBOOK)
     (tmp_path / "_config.yml").write_text("title: demo\n")
     (tmp_path / "_toc.yml").write_text(
-        "format: jb-book\nroot: intro\nchapters:\n  - file: book/demo\n    sections:\n"
-        "      - file: notebooks/demo\n"
+        "format: jb-book\nroot: intro\nchapters:\n  - file: book/demo\n    sections:\n      - file: notebooks/demo\n"
     )
     return tmp_path
 
@@ -81,19 +87,23 @@ def test_parameters_cell_must_be_plain_assignments():
 
 def test_values_are_coerced_to_the_parameter_types(demo_book):
     chapter = get_chapter("demo", demo_book)
-    values = resolve_parameters(chapter, [("seed", "3"), ("scale", "2"), ("label", "123"),
-                                          ("grid", "[0.2, 1]"), ("verbose", "true")])
+    values = resolve_parameters(
+        chapter, [("seed", "3"), ("scale", "2"), ("label", "123"), ("grid", "[0.2, 1]"), ("verbose", "true")]
+    )
     assert values == {"seed": 3, "scale": 2.0, "label": "123", "grid": [0.2, 1.0], "verbose": True}
 
 
-@pytest.mark.parametrize("name, raw, message", [
-    ("seed", "1.5", "expects an integer"),
-    ("seed", "abc", "expects an integer"),
-    ("scale", "fast", "expects a number"),
-    ("grid", "0.5", "expects a list"),
-    ("grid", "[a, b]", "list of numbers"),
-    ("verbose", "yes", "true or false"),
-])
+@pytest.mark.parametrize(
+    "name, raw, message",
+    [
+        ("seed", "1.5", "expects an integer"),
+        ("seed", "abc", "expects an integer"),
+        ("scale", "fast", "expects a number"),
+        ("grid", "0.5", "expects a list"),
+        ("grid", "[a, b]", "list of numbers"),
+        ("verbose", "yes", "true or false"),
+    ],
+)
 def test_bad_types_are_named(demo_book, name, raw, message):
     with pytest.raises(ChapterError, match=message):
         resolve_parameters(get_chapter("demo", demo_book), [(name, raw)])

@@ -1,10 +1,10 @@
 """`cgc`: list the book's chapters and rerun one with other parameters.
 
-    cgc list
-    cgc run density -p model gpt2-medium -p device cuda
-    cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
-    cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
-    cgc execute                                                # every chapter into the book's cache (make book)
+cgc list
+cgc run density -p model gpt2-medium -p device cuda
+cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
+cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
+cgc execute                                                # every chapter into the book's cache (make book)
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..paths import project_root
 from .chapters import ChapterError, get_chapter, list_chapters, run_chapter
-from .paths import project_root
 from .sweeps import job_command, load_sweep, run_job
 
 
@@ -38,12 +38,14 @@ def _cmd_run(args) -> int:
         return 2
     try:
         result = run_chapter(
-            args.chapter, [tuple(p) for p in args.parameter or []],
-            runs_dir=args.runs_dir, root=args.root, progress=not args.quiet,
+            args.chapter,
+            [tuple(p) for p in args.parameter or []],
+            runs_dir=args.runs_dir,
+            root=args.root,
+            progress=not args.quiet,
         )
     except papermill.PapermillExecutionError as exc:
-        print(f"chapter {args.chapter!r} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}",
-              file=sys.stderr)
+        print(f"chapter {args.chapter!r} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
         return 1
     print(f"executed notebook: {result.notebook}")
     print(f"ledger records:    {result.results}")
@@ -77,7 +79,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_execute(args) -> int:
-    from .book_execution import execute_chapters
+    from .execution import execute_chapters
 
     failed = [e for e in execute_chapters(args.root, args.jobs) if e.error is not None]
     for execution in failed:
@@ -87,8 +89,7 @@ def _cmd_execute(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgc", description="Chapters of the CGC research companion.")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="book root (default: the nearest folder with _toc.yml)")
+    parser.add_argument("--root", type=Path, default=None, help="book root (default: the nearest folder with _toc.yml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_list = sub.add_parser("list", help="show the chapters and their parameters with defaults")
@@ -97,28 +98,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_run = sub.add_parser("run", help="rerun one chapter with other parameters (papermill)")
     p_run.add_argument("chapter")
-    p_run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                       help="set a parameter; repeatable")
-    p_run.add_argument("--runs-dir", type=Path, default=None,
-                       help="where run folders go (default: runs/ under the book root)")
+    p_run.add_argument(
+        "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set a parameter; repeatable"
+    )
+    p_run.add_argument(
+        "--runs-dir", type=Path, default=None, help="where run folders go (default: runs/ under the book root)"
+    )
     p_run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p_run.set_defaults(func=_cmd_run)
 
     p_sweep = sub.add_parser("sweep", help="list the jobs of a sweep file, or run one of them")
     p_sweep.add_argument("sweep", type=Path, help="a sweep file (see sweeps/)")
-    p_sweep.add_argument("--index", type=int, default=None,
-                         help="run this job (skipped if a finished run with its parameters exists)")
-    p_sweep.add_argument("--commands", action="store_true",
-                         help="print one `cgc run` command per job instead of the job table")
-    p_sweep.add_argument("--runs-dir", type=Path, default=None,
-                         help="where run folders go (default: runs/ under the book root)")
+    p_sweep.add_argument(
+        "--index", type=int, default=None, help="run this job (skipped if a finished run with its parameters exists)"
+    )
+    p_sweep.add_argument(
+        "--commands", action="store_true", help="print one `cgc run` command per job instead of the job table"
+    )
+    p_sweep.add_argument(
+        "--runs-dir", type=Path, default=None, help="where run folders go (default: runs/ under the book root)"
+    )
     p_sweep.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p_sweep.set_defaults(func=_cmd_sweep)
 
-    p_execute = sub.add_parser("execute", help="execute every chapter with its defaults into the book's execution "
-                                               "cache, several at once (`make book` does this before rendering)")
-    p_execute.add_argument("--jobs", type=_positive_int, default=None,
-                           help="chapters at once (default: one per CPU core)")
+    p_execute = sub.add_parser(
+        "execute",
+        help="execute every chapter with its defaults into the book's execution "
+        "cache, several at once (`make book` does this before rendering)",
+    )
+    p_execute.add_argument(
+        "--jobs", type=_positive_int, default=None, help="chapters at once (default: one per CPU core)"
+    )
     p_execute.set_defaults(func=_cmd_execute)
     return parser
 

@@ -31,8 +31,12 @@ def _add_link(app, doctree: nodes.document, docname: str) -> None:
         return
     name = posixpath.basename(docname)
     href = posixpath.relpath(f"{DOWNLOADS}/{name}.ipynb", posixpath.dirname(docname))
-    link = nodes.raw("", f'<p class="cgc-download"><a href="{href}" download>'
-                         f"Download this notebook as executed for the book ({name}.ipynb)</a></p>", format="html")
+    link = nodes.raw(
+        "",
+        f'<p class="cgc-download"><a href="{href}" download>'
+        f"Download this notebook as executed for the book ({name}.ipynb)</a></p>",
+        format="html",
+    )
     section = next(iter(doctree.findall(nodes.section)), None)
     if section is None:
         doctree.insert(0, link)

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from .paths import project_root
-from .storage import atomic_write_json
+from ..paths import project_root
+from ..storage import atomic_write_json
 
 NOTEBOOK_DIR = "notebooks"
 
@@ -109,22 +109,20 @@ def parse_parameters_cell(source: str, chapter: str = "?") -> dict[str, Paramete
     lines = source.splitlines()
     params: dict[str, Parameter] = {}
     for stmt in tree.body:
-        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0], ast.Name)):
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
             raise ChapterError(f"chapter {chapter!r}: parameters cell line {stmt.lineno} is not `name = literal`")
         try:
             default = ast.literal_eval(stmt.value)
         except ValueError:
-            raise ChapterError(
-                f"chapter {chapter!r}: default of {stmt.targets[0].id!r} is not a literal"
-            ) from None
+            raise ChapterError(f"chapter {chapter!r}: default of {stmt.targets[0].id!r} is not a literal") from None
         line = lines[stmt.end_lineno - 1]
-        help_text = line.split("#", 1)[1].strip() if "#" in line[stmt.end_col_offset:] else ""
+        help_text = line.split("#", 1)[1].strip() if "#" in line[stmt.end_col_offset :] else ""
         params[stmt.targets[0].id] = Parameter(stmt.targets[0].id, default, help_text)
     return params
 
 
 # --- parameter values from the command line --------------------------------------------
+
 
 def _coerce(param: Parameter, raw: str, chapter: str) -> Any:
     """Turn the command-line text `raw` into a value of the parameter's type."""
@@ -175,14 +173,14 @@ def resolve_parameters(chapter: Chapter, overrides: list[tuple[str, str]]) -> di
     for name, raw in overrides:
         if name not in params:
             raise ChapterError(
-                f"chapter {chapter.name!r} has no parameter {name!r}; "
-                f"its parameters: {', '.join(params)}"
+                f"chapter {chapter.name!r} has no parameter {name!r}; its parameters: {', '.join(params)}"
             )
         resolved[name] = _coerce(params[name], raw, chapter.name)
     return resolved
 
 
 # --- running --------------------------------------------------------------------------
+
 
 def _new_run_dir(base: Path, parameters: dict) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -237,9 +235,7 @@ def run_chapter(
         known = chapter.parameters()
         unknown = [k for k in overrides if k not in known]
         if unknown:
-            raise ChapterError(
-                f"chapter {name!r} has no parameter {unknown[0]!r}; its parameters: {', '.join(known)}"
-            )
+            raise ChapterError(f"chapter {name!r} has no parameter {unknown[0]!r}; its parameters: {', '.join(known)}")
         parameters = dict(overrides)
     else:
         parameters = resolve_parameters(chapter, list(overrides))
@@ -260,13 +256,19 @@ def run_chapter(
         os.environ["CGC_RESULTS_DIR"] = str(run_dir)  # the kernel inherits it
         try:
             papermill.execute_notebook(
-                str(source), str(executed), parameters=parameters, cwd=str(chapter.path.parent),
-                kernel_name=kernel_name, progress_bar=progress,
+                str(source),
+                str(executed),
+                parameters=parameters,
+                cwd=str(chapter.path.parent),
+                kernel_name=kernel_name,
+                progress_bar=progress,
             )
         finally:
             if env_before is None:
                 os.environ.pop("CGC_RESULTS_DIR", None)
             else:
                 os.environ["CGC_RESULTS_DIR"] = env_before
-    atomic_write_json(run_dir / "parameters.json", {**record, "finished": dt.datetime.now().isoformat(timespec="seconds")})
+    atomic_write_json(
+        run_dir / "parameters.json", {**record, "finished": dt.datetime.now().isoformat(timespec="seconds")}
+    )
     return RunResult(name, run_dir, executed, run_dir / f"{name}.json", parameters)
