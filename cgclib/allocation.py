@@ -186,14 +186,13 @@ def profile_table(profiles: Mapping[tuple[str, float], Profile], dense: Profile 
     items = ([(("dense", 0.0), dense)] if dense is not None else []) + list(profiles.items())
     rows = []
     for (name, s), p in items:
-        acc = p.accuracy()
         rows.append(
             {
                 "strategy": name,
                 "sparsity": s,
                 "perplexity": p.perplexity,
-                **acc,
-                "mean accuracy": float(np.mean(list(acc.values()))) if acc else float("nan"),
+                **p.accuracy(),
+                "mean accuracy": p.mean_accuracy(),
             }
         )
     return pd.DataFrame(rows).set_index(["strategy", "sparsity"])

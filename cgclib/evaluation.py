@@ -200,6 +200,11 @@ class PerplexityResult:
         """The perplexity of windows with these summed NLLs and token counts."""
         return cls(float(math.exp(window_nll.sum() / window_tokens.sum())), window_nll, window_tokens)
 
+    def subset(self, index: np.ndarray) -> PerplexityResult:
+        """The perplexity of the windows selected by `index` (an index array or boolean mask):
+        a resample for a bootstrap, or a slice of the evaluation text."""
+        return PerplexityResult.of_windows(self.window_nll[index], self.window_tokens[index])
+
 
 def _language_score(
     windows: torch.Tensor, score: torch.Tensor | None, attention_mask: torch.Tensor | None
@@ -299,6 +304,12 @@ class Profile:
 
     def accuracy(self) -> dict[str, float]:
         return {t: r.accuracy for t, r in self.capabilities.items()}
+
+    def mean_accuracy(self) -> float:
+        """Exact-match accuracy averaged over capabilities (each counts once, whatever its
+        number of probes); NaN for a model evaluated on language alone."""
+        accuracy = self.accuracy()
+        return float(np.mean(list(accuracy.values()))) if accuracy else float("nan")
 
     def table(self) -> pd.DataFrame:
         rows = [

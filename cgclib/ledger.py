@@ -315,6 +315,7 @@ class Ledger:
 
     def record(
         self,
+        *,
         id: str,
         claim: str,
         ours: Ours,

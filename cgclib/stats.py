@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -103,3 +103,15 @@ def correlation_power(rho: float, n: int, alpha: float = 0.05) -> float:
     z = np.arctanh(abs(rho)) / se
     crit = stats.norm.ppf(1 - alpha / 2)
     return float(stats.norm.sf(crit - z) + stats.norm.cdf(-crit - z))
+
+
+def pairs_for_power(rho: float, power: float = 0.8, alpha: float = 0.05) -> int:
+    """The fewest pairs with which that test reaches `power` against a true correlation `rho`
+    (the inverse of `correlation_power` in n)."""
+    if not 0 < abs(rho) < 1:
+        raise ValueError(f"rho must lie strictly between -1 and 1 and differ from 0, got {rho}")
+    if not alpha < power < 1:
+        raise ValueError(f"power must lie in ({alpha}, 1), got {power}")
+    if correlation_power(rho, 5, alpha) >= power:
+        return 5
+    return int(np.ceil(optimize.brentq(lambda n: correlation_power(rho, n, alpha) - power, 5, 1e9)))

@@ -205,3 +205,15 @@ def test_language_and_probes_sharing_passes_score_as_each_part_alone(suite):
     assert wrong.perplexity < 1.01 and wrong.capabilities["copy"].accuracy == 1.0  # no attention mask given
     with pytest.raises(ValueError, match="score mask shape"):
         evaluate(model, EvaluationData(data.windows, data.score[:, :-1], probes=data.probes))
+
+
+def test_mean_accuracy_weighs_capabilities_equally_and_subsets_recompute_perplexity():
+    from cgclib.evaluation import PerplexityResult, ProbeResult, Profile
+
+    language = PerplexityResult.of_windows(np.array([2.0, 6.0]), np.array([2, 2]))
+    many = ProbeResult("a", np.ones(30, dtype=bool), np.zeros(30), np.ones(30))
+    few = ProbeResult("b", np.zeros(2, dtype=bool), np.zeros(2), np.ones(2))
+    assert Profile(language, {"a": many, "b": few}).mean_accuracy() == 0.5
+    assert math.isnan(Profile(language, {}).mean_accuracy())
+    assert language.subset(np.array([1])).perplexity == pytest.approx(math.exp(3.0))
+    assert language.subset(np.array([True, True])).perplexity == pytest.approx(language.perplexity)

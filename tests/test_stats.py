@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cgclib.stats import bootstrap_interval, correlation_power, spearman, wilson_interval
+from cgclib.stats import bootstrap_interval, correlation_power, pairs_for_power, spearman, wilson_interval
 
 
 def test_wilson_interval_matches_the_closed_form():
@@ -44,3 +44,11 @@ def test_power_grows_with_n_and_effect():
     assert correlation_power(0.3, 384) > 0.99
     assert correlation_power(0.3, 48) < correlation_power(0.3, 96) < correlation_power(0.5, 96)
     assert correlation_power(0.0, 100) == pytest.approx(0.05, abs=1e-3)
+
+
+def test_pairs_for_power_inverts_the_power():
+    n = pairs_for_power(0.3)
+    assert correlation_power(0.3, n) >= 0.8 > correlation_power(0.3, n - 1)
+    assert pairs_for_power(0.99) == 5  # the smallest sample the approximation allows
+    with pytest.raises(ValueError, match="between -1 and 1"):
+        pairs_for_power(0.0)
