@@ -17,7 +17,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test test-unit lint format testbed saes bench lock clean install static browser
+.PHONY: book test test-unit lint lint-notebooks format testbed saes bench lock clean install static browser
 
 install: $(STAMP)
 
@@ -64,16 +64,18 @@ test-unit: $(STAMP)
 # beside them (so notebooks/ruff.toml applies). Formatting is checked by piping each notebook
 # through ruff format into a scratch file and comparing.
 NOTEBOOKS := $(wildcard notebooks/*.md)
-lint: $(STAMP)
+lint: lint-notebooks
 	$(BIN)/ruff check cgclib tests
 	$(BIN)/ruff format --check cgclib tests
+	$(BIN)/mypy
+
+lint-notebooks: $(STAMP)
 	@set -e; scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
 	for nb in $(NOTEBOOKS); do \
 	  PATH="$(BIN):$$PATH" $(BIN)/jupytext --quiet --check "ruff check --quiet {}" "$$nb"; \
 	  PATH="$(BIN):$$PATH" $(BIN)/jupytext --quiet --pipe "ruff format --quiet {}" "$$nb" -o "$$scratch/$$(basename $$nb)"; \
 	  diff -q "$$nb" "$$scratch/$$(basename $$nb)" >/dev/null || { echo "$$nb is not formatted: run make format"; exit 1; }; \
 	done; echo "notebooks: lint and format clean"
-	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix cgclib tests
