@@ -18,6 +18,17 @@ from tqdm.auto import tqdm
 from . import devices
 from .tokens import token_mask
 
+RESOLUTION = 1e-10
+"""Smallest share of a variable's mean square (or, after standardising, of its unit
+variance) that the moments resolve. A variance is formed as E[x^2] - E[x]^2, and float64
+sums over many batches lose around 1e-14 of the mean square to rounding; anything below
+1e-10 of it is treated as zero."""
+
+
+class DegenerateMomentsError(ValueError):
+    """The moments do not determine what was asked of them: too few pairs, or a singular
+    covariance that no ridge regularises."""
+
 
 @dataclass
 class CrossMoments:
@@ -53,7 +64,7 @@ class CrossMoments:
 
     def _check(self) -> None:
         if self.n < 2:
-            raise ValueError(f"moments of {self.n} pairs: at least 2 are needed")
+            raise DegenerateMomentsError(f"moments of {self.n} pairs: at least 2 are needed")
 
     @property
     def mean_x(self) -> torch.Tensor:
@@ -94,6 +105,14 @@ class AffineMap:
 
     def to(self, device, dtype=None) -> AffineMap:
         return AffineMap(self.weight.to(device, dtype), self.bias.to(device, dtype))
+
+
+def varying(cov: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the variables that vary: a variance above `RESOLUTION` times the
+    mean square. The test is relative, so it does not depend on a variable's scale; a
+    variable that fails it is constant as far as the moments can tell."""
+    variance = torch.diagonal(cov)
+    return variance > RESOLUTION * (variance + mean.square())
 
 
 def ridge_scale(cov: torch.Tensor, ridge: float) -> float:

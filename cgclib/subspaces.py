@@ -22,7 +22,7 @@ import torch
 
 from . import components, devices
 from .hooks import replace_block_output, residual_stream
-from .moments import CrossMoments, ridge_scale, token_batches
+from .moments import RESOLUTION, CrossMoments, DegenerateMomentsError, token_batches, varying
 
 
 @torch.no_grad()
@@ -40,9 +40,9 @@ def next_token_moments(
     layers = list(range(n_layers)) if layers is None else [components.check_layer(model, l) for l in layers]
     d = components.layout(model).d_model
     device = devices.input_device(model)
-    unembed = components.unembedding(model).weight
+    unembed = components.weight(components.unembedding(model))
     moments = {l: CrossMoments.zeros(d, unembed.shape[1], device, with_yy=True) for l in layers}
-    state = {}
+    state: dict[str, torch.Tensor] = {}
 
     def grab(layer, where, h):
         if where == "out":
@@ -67,19 +67,61 @@ def variance_basis(cov: torch.Tensor, k: int) -> torch.Tensor:
 
 def canonical_correlations(m: CrossMoments, ridge: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """All canonical correlations (descending) and the matching canonical directions of x
-    as the columns of a (dim_x, r) matrix: the variate of direction a is x . a. Both
-    covariances get a small ridge (relative to their mean variance) so that a
-    rank-deficient stream is still whitened stably."""
+    as the columns of a (dim_x, r) matrix: the variate of direction a is x . a.
+
+    Every variable is standardised by its own streamed variance, and `ridge` times the
+    identity is added to both correlation matrices. CCA does not change when one variable
+    is rescaled, and this keeps it so: the penalty is the same share of every variable's
+    variance (a per-variable ridge, ridge * diag(C)), whereas a ridge scaled by the mean
+    variance is set by a residual stream's outlier dimensions and swamps all the others.
+    Standardising rather than adding ridge * diag(C) keeps the Cholesky factors well
+    conditioned when variances span orders of magnitude. The ridge shrinks every
+    correlation by a factor between sqrt(mu_x mu_y / ((mu_x + ridge) (mu_y + ridge))) and
+    1, with mu the smallest eigenvalues of the two correlation matrices; ridge = 0 is
+    exact CCA.
+
+    Degenerate moments:
+    - a constant variable (`moments.varying`) has no variate: it is left out and has weight
+      0 in every direction; r = min(varying x, varying y);
+    - linearly dependent variables (a duplicated column; fewer distinct next tokens than
+      dimensions) make a correlation matrix singular: the ridge regularises it, and with
+      ridge = 0 (or below `moments.RESOLUTION`) this raises `DegenerateMomentsError`;
+    - n pairs span at most n - 1 dimensions, so with n <= varying x + varying y some
+      correlations would be 1 whatever the data: `DegenerateMomentsError`.
+    """
+    if ridge < 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
     cxx, cyy, cxy = m.cov_xx(), m.cov_yy(), m.cov_xy()
-    cxx = cxx + ridge_scale(cxx, ridge) * torch.eye(len(cxx), dtype=cxx.dtype, device=cxx.device)
-    cyy = cyy + ridge_scale(cyy, ridge) * torch.eye(len(cyy), dtype=cyy.dtype, device=cyy.device)
-    lx, ly = torch.linalg.cholesky(cxx), torch.linalg.cholesky(cyy)
-    # whitened cross-covariance Lx^-1 Cxy Ly^-T; its singular values are the correlations
-    whitened = torch.linalg.solve_triangular(lx, cxy, upper=False)
+    vx, vy = varying(cxx, m.mean_x), varying(cyy, m.mean_y)
+    dims = int(vx.sum()) + int(vy.sum())
+    if m.n <= dims:
+        raise DegenerateMomentsError(
+            f"CCA of {dims} varying variables needs more than {dims} pairs, got {m.n}: "
+            "n pairs span only n - 1 dimensions, so some correlations would be 1 whatever the data"
+        )
+    sx, sy = torch.diagonal(cxx)[vx].sqrt(), torch.diagonal(cyy)[vy].sqrt()
+    lx = _ridge_cholesky(cxx[vx][:, vx] / torch.outer(sx, sx), ridge, "x")
+    ly = _ridge_cholesky(cyy[vy][:, vy] / torch.outer(sy, sy), ridge, "y")
+    # whitened cross-correlation Lx^-1 Rxy Ly^-T; its singular values are the correlations
+    whitened = torch.linalg.solve_triangular(lx, cxy[vx][:, vy] / torch.outer(sx, sy), upper=False)
     whitened = torch.linalg.solve_triangular(ly, whitened.T, upper=False).T
     u, s, _ = torch.linalg.svd(whitened, full_matrices=False)
-    directions = torch.linalg.solve_triangular(lx.T, u, upper=True)
+    directions = cxx.new_zeros(len(cxx), len(s))
+    directions[vx] = torch.linalg.solve_triangular(lx.T, u, upper=True) / sx[:, None]
     return s.clamp(max=1.0), directions
+
+
+def _ridge_cholesky(corr: torch.Tensor, ridge: float, name: str) -> torch.Tensor:
+    """Cholesky factor L of corr + ridge I. L_jj^2 is the share of variable j's variance
+    that the previous variables do not explain, so one below `RESOLUTION` means the
+    variables are linearly dependent and the ridge too small to regularise them."""
+    factor, info = torch.linalg.cholesky_ex(corr + ridge * torch.eye(len(corr), dtype=corr.dtype, device=corr.device))
+    if int(info) != 0 or not bool((torch.diagonal(factor).square() > RESOLUTION).all()):
+        raise DegenerateMomentsError(
+            f"the correlation matrix of {name} is singular (linearly dependent variables, e.g. a duplicated "
+            f"column) and ridge {ridge:g} does not regularise it: use ridge > 0"
+        )
+    return factor
 
 
 def shared_with_principal(cov: torch.Tensor, directions: torch.Tensor) -> float:

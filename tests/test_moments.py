@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from cgclib.moments import CrossMoments, low_rank_parameters, reduced_rank, ridge_regression
+from cgclib.moments import (
+    CrossMoments,
+    DegenerateMomentsError,
+    low_rank_parameters,
+    reduced_rank,
+    ridge_regression,
+    varying,
+)
 
 
 def _pairs(n=4000, dx=6, dy=4, rank=None, noise=0.0, seed=0):
@@ -65,9 +72,21 @@ def test_reduced_rank_fit_is_exact_for_a_low_rank_map_and_counts_its_storage():
         reduced_rank(fit, m, 5)
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e4])
+def test_constant_variables_are_told_apart_from_small_ones_at_any_scale(scale):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5000, 4, generator=g, dtype=torch.float64)
+    x[:, 0] = 0.0
+    x[:, 1] = 0.3  # not exact in binary: E[x^2] - E[x]^2 leaves a rounding residue
+    x[:, 2] = 123.456
+    x[:, 3] = 123.456 + 1e-2 * x[:, 3]  # a standard deviation of 1e-4 of its mean
+    m = _streamed(scale * x, x[:, :1])
+    assert varying(m.cov_xx(), m.mean_x).tolist() == [False, False, False, True]
+
+
 def test_bad_input_is_named():
     m = CrossMoments.zeros(3, 2)
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(DegenerateMomentsError, match="at least 2"):
         m.cov_xx()
     with pytest.raises(ValueError, match="row-aligned"):
         m.update(torch.zeros(4, 3), torch.zeros(5, 2))
