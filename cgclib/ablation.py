@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import components
@@ -36,7 +37,7 @@ def _effects(dense: Profile, ablated: Profile) -> dict:
 
 
 def head_ablation_effects(
-    model, data: EvaluationData, progress: bool = True, cache: Path | None = None
+    model: nn.Module, data: EvaluationData, progress: bool = True, cache: Path | None = None
 ) -> tuple[pd.DataFrame, Profile]:
     """One row per head (layer, head): perplexity, change in log-perplexity, and the drop
     in accuracy of every capability when that head alone is ablated. Also returns the
@@ -65,7 +66,7 @@ def head_ablation_effects(
     return pd.DataFrame(stored["rows"], index=index, columns=stored["columns"]), evaluate(model, data)
 
 
-def _cache_key(model, data: EvaluationData) -> str:
+def _cache_key(model: nn.Module, data: EvaluationData) -> str:
     code = b"".join(
         (Path(__file__).parent / f"{m}.py").read_bytes()
         for m in ("ablation", "evaluation", "hooks", "resume", "components")
@@ -74,7 +75,7 @@ def _cache_key(model, data: EvaluationData) -> str:
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:24]
 
 
-def _ablate_each_head(model, data: EvaluationData, progress: bool) -> tuple[pd.DataFrame, Profile]:
+def _ablate_each_head(model: nn.Module, data: EvaluationData, progress: bool) -> tuple[pd.DataFrame, Profile]:
     lay = components.layout(model)
     rows, dense = [], None
     progress_bar = tqdm(total=lay.n_layers * lay.n_heads, desc="ablating heads", disable=not progress)
@@ -86,6 +87,8 @@ def _ablate_each_head(model, data: EvaluationData, progress: bool) -> tuple[pd.D
                 rows.append({"layer": layer, "head": head, **_effects(dense, evaluate(model, data))})
             progress_bar.update()
     progress_bar.close()
+    if dense is None:
+        raise components.ComponentError("the model has no blocks whose heads could be ablated")
     return pd.DataFrame(rows).set_index(["layer", "head"]), dense
 
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
@@ -40,9 +42,11 @@ Perturbation = Callable[[list[torch.Tensor], int], AbstractContextManager]
 """Given the clean block outputs of a batch and the batch's index, a context under which
 the model is perturbed."""
 
+K = TypeVar("K", bound=Hashable)
+
 
 @contextmanager
-def added_to_block_output(model, layer: int, delta: torch.Tensor) -> Iterator[None]:
+def added_to_block_output(model: nn.Module, layer: int, delta: torch.Tensor) -> Iterator[None]:
     """Add `delta` (batch, seq, d_model) to the output of block `layer`."""
     block = components.block(model, layer)
 
@@ -67,7 +71,7 @@ def relative_noise(state: torch.Tensor, magnitude: float, generator: torch.Gener
     return xi * scale
 
 
-def noise_at(model, layer: int, magnitude: float, seed: int) -> Perturbation:
+def noise_at(model: nn.Module, layer: int, magnitude: float, seed: int) -> Perturbation:
     """Noise of relative `magnitude` added at block `layer`'s output; a seeded draw per
     (seed, layer, batch index), the same draw for every magnitude."""
     components.check_layer(model, layer)
@@ -81,19 +85,21 @@ def noise_at(model, layer: int, magnitude: float, seed: int) -> Perturbation:
     return make
 
 
-def pruned(model, masks: Masks) -> Perturbation:
+def pruned(model: nn.Module, masks: Masks) -> Perturbation:
     """The perturbation of applying `masks` (e.g. Wanda on one block)."""
     return lambda clean, batch_index: masked(model, masks)
 
 
-def _block_outputs(model, ids, attention) -> list[torch.Tensor]:
+def _block_outputs(model: nn.Module, ids: torch.Tensor, attention: torch.Tensor | None) -> list[torch.Tensor]:
     outs: dict[int, torch.Tensor] = {}
     with residual_stream(model, lambda l, where, h: outs.__setitem__(l, h) if where == "out" else None):
         model(input_ids=ids, attention_mask=attention)
     return [outs[l] for l in range(len(outs))]
 
 
-def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int, progress: bool = False):
+def _clean_batches(
+    model: nn.Module, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int, progress: bool = False
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor | None, list[torch.Tensor]]]:
     """Per batch: (index, token ids, mask of real tokens, attention mask, clean block
     outputs), with the model in eval mode; one batch of clean states is held at a time."""
     device = devices.input_device(model)
@@ -112,10 +118,10 @@ def _clean_batches(model, ids: torch.Tensor, pad_token_id: int | None, batch_seq
 
 
 def trajectory_drift(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
-    perturbations: Mapping[Hashable, tuple[int, Perturbation]],
+    perturbations: Mapping[K, tuple[int, Perturbation]],
     batch_sequences: int = 16,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -155,7 +161,12 @@ def trajectory_drift(
 
 
 def linear_drift(
-    model, ids: torch.Tensor, pad_token_id: int | None, layers: list[int], seed: int, batch_sequences: int = 16
+    model: nn.Module,
+    ids: torch.Tensor,
+    pad_token_id: int | None,
+    layers: list[int],
+    seed: int,
+    batch_sequences: int = 16,
 ) -> pd.DataFrame:
     """Drift per unit magnitude predicted by the Jacobian: mean over tokens of
     ||J_{k<-l} v|| / ||h_k|| at every block k >= l, v the unit-magnitude noise direction that
@@ -177,7 +188,7 @@ def linear_drift(
             # forward-mode differentiation; the fused attention kernels have no forward
             # derivative, so attention runs on the plain (math) backend here
             with sdpa_kernel(SDPBackend.MATH):
-                _, tangents = torch.func.jvp(later_states, (torch.zeros_like(direction),), (direction,))
+                tangents = torch.func.jvp(later_states, (torch.zeros_like(direction),), (direction,))[1]
             for k, t in zip(range(layer, n_layers), tangents, strict=True):
                 sums[layer, k] += (
                     (t.detach()[mask].double().norm(dim=-1) / clean[k][mask].double().norm(dim=-1)).sum().cpu()
@@ -207,7 +218,9 @@ def absorption_coefficients(drift: pd.DataFrame, n_layers: int) -> pd.Series:
     block: its coefficient is NaN. `drift` holds one perturbation per source."""
     out = {}
     for source, rows in drift.groupby("source"):
-        rows = rows.set_index("layer")["drift"]
+        if not isinstance(source, (int, float, np.integer, np.floating)):
+            raise TypeError(f"drift sources must be block indices, got {source!r}")
+        by_layer = rows.set_index("layer")["drift"]
         later = n_layers - 1 - source
-        out[source] = float(np.log(rows[source] / rows[n_layers - 1]) / later) if later else float("nan")
+        out[source] = float(np.log(by_layer[source] / by_layer[n_layers - 1]) / later) if later else float("nan")
     return pd.Series(out, name="absorption").rename_axis("layer")

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import components
@@ -80,7 +81,7 @@ def _shifted(base: np.ndarray, direction: np.ndarray, lam: float) -> np.ndarray:
     return np.clip(base + max(lam, 0.0) * direction, 0.0, MAX_BLOCK_SPARSITY)
 
 
-def outlier_ratios(model, square_sums: Mapping[str, torch.Tensor], m: float = OWL_M) -> np.ndarray:
+def outlier_ratios(model: nn.Module, square_sums: Mapping[str, torch.Tensor], m: float = OWL_M) -> np.ndarray:
     """OWL's layerwise outlier density: per block, the share of the Wanda scores of all its
     linear layers (taken together) that exceed m times their mean."""
     ratios = []
@@ -95,7 +96,7 @@ def outlier_ratios(model, square_sums: Mapping[str, torch.Tensor], m: float = OW
     return np.array(ratios)
 
 
-def mean_wanda_scores(model, square_sums: Mapping[str, torch.Tensor]) -> np.ndarray:
+def mean_wanda_scores(model: nn.Module, square_sums: Mapping[str, torch.Tensor]) -> np.ndarray:
     """Per block, the mean Wanda score over all weights of its linear layers."""
     out = []
     for block in range(components.layout(model).n_layers):
@@ -108,7 +109,7 @@ def mean_wanda_scores(model, square_sums: Mapping[str, torch.Tensor]) -> np.ndar
 
 
 def block_scores(
-    model, square_sums: Mapping[str, torch.Tensor], head_density: pd.Series, owl_m: float = OWL_M
+    model: nn.Module, square_sums: Mapping[str, torch.Tensor], head_density: pd.Series, owl_m: float = OWL_M
 ) -> dict[str, np.ndarray]:
     """The score each layer-wise strategy ranks blocks by (see the module docstring).
     `head_density` is indexed by (layer, head)."""
@@ -138,11 +139,11 @@ def heads_to_prune(scores: pd.Series, fraction: float) -> list[tuple[int, int]]:
     check_sparsity(fraction, "fraction of heads")
     k = int(round(fraction * len(scores)))
     order = scores.reset_index(drop=True).sort_values(kind="stable").index[:k]
-    return [tuple(int(v) for v in scores.index[i]) for i in order]
+    return [(int(layer), int(head)) for layer, head in (scores.index[i] for i in order)]
 
 
 def evaluate_block_allocations(
-    model,
+    model: nn.Module,
     data: EvaluationData,
     calibration,
     pad_token_id: int | None,
@@ -160,7 +161,9 @@ def evaluate_block_allocations(
     }
 
 
-def evaluate_allocation(model, data: EvaluationData, calibration, pad_token_id: int | None, block_sparsity) -> Profile:
+def evaluate_allocation(
+    model: nn.Module, data: EvaluationData, calibration, pad_token_id: int | None, block_sparsity
+) -> Profile:
     """Prune every block b with Wanda at `block_sparsity[b]` (blocks in order) and evaluate."""
     masks = wanda_block_masks(model, calibration, pad_token_id, dict(enumerate(block_sparsity)))
     with masked(model, masks):
@@ -168,11 +171,11 @@ def evaluate_allocation(model, data: EvaluationData, calibration, pad_token_id: 
 
 
 def evaluate_head_pruning(
-    model, data: EvaluationData, scores: Mapping[str, pd.Series], fractions, progress: bool = True
+    model: nn.Module, data: EvaluationData, scores: Mapping[str, pd.Series], fractions, progress: bool = True
 ) -> dict[tuple[str, float], Profile]:
     """Remove the lowest-scoring share of heads under every ranking and evaluate:
     {(ranking, fraction): profile}."""
-    profiles = {}
+    profiles: dict[tuple[str, float], Profile] = {}
     jobs = [(name, float(f)) for f in fractions for name in scores]
     for name, f in tqdm(jobs, desc="head pruning", disable=not progress):
         with ablated_heads(model, heads_to_prune(scores[name], f)):
@@ -223,7 +226,7 @@ def hill_alpha(eigenvalues) -> float:
     return float(best_alpha)
 
 
-def block_alphas(model) -> np.ndarray:
+def block_alphas(model: nn.Module) -> np.ndarray:
     """AlphaPruning's per-block metric: the mean heavy-tail exponent of the eigenvalues of
     W^T W (the squared singular values of W) over the block's linear layers."""
     out = []

@@ -13,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
+
+Family = Literal["gpt2", "llama"]
+"""The two architecture families cgclib addresses (see the module docstring)."""
 
 GPT2_TYPES = {"gpt2"}
 LLAMA_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
@@ -27,7 +31,7 @@ class ComponentError(LookupError):
 
 @dataclass(frozen=True)
 class Layout:
-    family: str
+    family: Family
     n_layers: int
     n_heads: int
     head_dim: int
@@ -38,7 +42,7 @@ class Layout:
         return self.n_layers * self.n_heads
 
 
-def family(model: nn.Module) -> str:
+def family(model: nn.Module) -> Family:
     model_type = getattr(model.config, "model_type", None)
     if model_type in GPT2_TYPES:
         return "gpt2"
@@ -51,7 +55,7 @@ def family(model: nn.Module) -> str:
 
 
 def layout(model: nn.Module) -> Layout:
-    cfg = model.config
+    cfg: Any = model.config  # a transformers config: its fields depend on the family
     if family(model) == "gpt2":
         return Layout("gpt2", cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.n_embd)
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -59,7 +63,10 @@ def layout(model: nn.Module) -> Layout:
 
 
 def blocks(model: nn.Module) -> nn.ModuleList:
-    return model.transformer.h if family(model) == "gpt2" else model.model.layers
+    found = model.get_submodule("transformer.h" if family(model) == "gpt2" else "model.layers")
+    if not isinstance(found, nn.ModuleList):
+        raise ComponentError(f"the blocks of the model are a {type(found).__name__}, not a ModuleList")
+    return found
 
 
 def check_layer(model: nn.Module, layer: int) -> int:
@@ -83,8 +90,7 @@ def block(model: nn.Module, layer: int) -> nn.Module:
 
 def attention_output(model: nn.Module, layer: int) -> nn.Module:
     """The attention output projection; its input is the concatenated head outputs."""
-    b = block(model, layer)
-    return b.attn.c_proj if family(model) == "gpt2" else b.self_attn.o_proj
+    return block(model, layer).get_submodule("attn.c_proj" if family(model) == "gpt2" else "self_attn.o_proj")
 
 
 def head_qkv_rows(model: nn.Module, layer: int, head: int) -> list[tuple[nn.Module, slice]]:
@@ -97,11 +103,16 @@ def head_qkv_rows(model: nn.Module, layer: int, head: int) -> list[tuple[nn.Modu
     rows = slice(head * d, (head + 1) * d)
     b = block(model, layer)
     if lay.family == "gpt2":
-        return [(b.attn.c_attn, slice(k * lay.d_model + head * d, k * lay.d_model + (head + 1) * d)) for k in range(3)]
+        c_attn = b.get_submodule("attn.c_attn")
+        return [(c_attn, slice(k * lay.d_model + head * d, k * lay.d_model + (head + 1) * d)) for k in range(3)]
     kv_head = head // (lay.n_heads // kv_heads(model))
     kv_rows = slice(kv_head * d, (kv_head + 1) * d)
-    attn = b.self_attn
-    return [(attn.q_proj, rows), (attn.k_proj, kv_rows), (attn.v_proj, kv_rows)]
+    attn = b.get_submodule("self_attn")
+    return [
+        (attn.get_submodule("q_proj"), rows),
+        (attn.get_submodule("k_proj"), kv_rows),
+        (attn.get_submodule("v_proj"), kv_rows),
+    ]
 
 
 def kv_heads(model: nn.Module) -> int:
@@ -110,7 +121,7 @@ def kv_heads(model: nn.Module) -> int:
     return lay.n_heads if lay.family == "gpt2" else getattr(model.config, "num_key_value_heads", None) or lay.n_heads
 
 
-LINEAR_NAMES = {
+LINEAR_NAMES: dict[Family, tuple[str, ...]] = {
     "gpt2": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
     "llama": (
         "self_attn.q_proj",
@@ -146,7 +157,10 @@ def is_transposed(module: nn.Module) -> bool:
 
 def weight(module: nn.Module) -> torch.Tensor:
     """The weight as an (out, in) matrix; a view, so in-place edits reach the module."""
-    return module.weight.T if is_transposed(module) else module.weight
+    w = module.weight
+    if not isinstance(w, torch.Tensor):
+        raise ComponentError(f"the weight of a {type(module).__name__} is not a tensor")
+    return w.T if is_transposed(module) else w
 
 
 def in_features(module: nn.Module) -> int:
@@ -154,22 +168,25 @@ def in_features(module: nn.Module) -> int:
 
 
 def final_norm(model: nn.Module) -> nn.Module:
-    return model.transformer.ln_f if family(model) == "gpt2" else model.model.norm
+    return model.get_submodule("transformer.ln_f" if family(model) == "gpt2" else "model.norm")
 
 
 def unembedding(model: nn.Module) -> nn.Module:
-    return model.get_output_embeddings()
+    get_output_embeddings: Any = model.get_output_embeddings  # a transformers PreTrainedModel method
+    return get_output_embeddings()
 
 
 def token_embedding(model: nn.Module) -> nn.Module:
-    return model.get_input_embeddings()
+    get_input_embeddings: Any = model.get_input_embeddings  # a transformers PreTrainedModel method
+    return get_input_embeddings()
 
 
 def last_block_holding(model: nn.Module, modules: Iterable[nn.Module]) -> int | None:
     """The index of the last block that contains one of `modules`; None if any of them
     lies outside every block (e.g. the unembedding), or if there are none."""
     wanted = {id(m) for m in modules}
-    last, found = None, set()
+    last: int | None = None
+    found: set[int] = set()
     for index, b in enumerate(blocks(model)):
         inside = wanted & {id(m) for m in b.modules()}
         if inside:
@@ -178,14 +195,14 @@ def last_block_holding(model: nn.Module, modules: Iterable[nn.Module]) -> int | 
 
 
 @contextmanager
-def replaced_weights(model, weights: Mapping[str, torch.Tensor]) -> Iterator[None]:
+def replaced_weights(model: nn.Module, weights: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Linear layers (named as in `all_linear_layers`) take the given (out, in)
     weights for the duration of the context; the originals are restored after."""
     modules = all_linear_layers(model)
     unknown = sorted(set(weights) - set(modules))
     if unknown:
         raise ComponentError(f"weights name linear layers the model does not have: {unknown[:5]}")
-    saved = {}
+    saved: dict[str, torch.Tensor] = {}
     try:
         with torch.no_grad():
             for name, new in weights.items():

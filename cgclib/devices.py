@@ -11,10 +11,15 @@ compute (so that a per-layer accumulator sits next to the activations it sums).
 
 from __future__ import annotations
 
+from typing import Literal, TypeGuard, get_args
+
 import torch
 from torch import nn
 
-DEVICE_MAP_STRATEGIES = ("balanced", "balanced_low_0", "sequential")
+DeviceMapStrategy = Literal["balanced", "balanced_low_0", "sequential"]
+"""Accelerate's strategies for spreading a model's blocks over every visible GPU."""
+
+DEVICE_MAP_STRATEGIES: tuple[DeviceMapStrategy, ...] = get_args(DeviceMapStrategy)
 
 
 def execution_device(module: nn.Module) -> torch.device:
@@ -48,5 +53,5 @@ def offloaded_parameters(model: nn.Module) -> list[str]:
     return [name for name, p in model.named_parameters() if p.device.type == "meta"]
 
 
-def is_device_map_strategy(device: str) -> bool:
+def is_device_map_strategy(device: str) -> TypeGuard[DeviceMapStrategy]:
     return device in DEVICE_MAP_STRATEGIES

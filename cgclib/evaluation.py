@@ -123,7 +123,8 @@ def length_batches(
             c = best[a] + cost(a, b)
             if c < best[b]:
                 best[b], cut[b] = c, a
-    batches, b = [], len(widths)
+    batches: list[tuple[torch.Tensor, int]] = []
+    b = len(widths)
     while b > 0:
         a = cut[b]
         rows = order[edges[a] : edges[b]]

@@ -9,8 +9,8 @@ device of the model's inputs, where the token masks and the accumulators live.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ def head_outputs(
 
 @contextmanager
 def linear_inputs(
-    model: nn.Module, modules: dict[str, nn.Module], callback: Callable[[str, torch.Tensor], None]
+    model: nn.Module, modules: Mapping[str, nn.Module], callback: Callable[[str, torch.Tensor], None]
 ) -> Iterator[None]:
     """Call `callback(name, x)` with the input x (..., in_features) of each named module."""
     home = devices.input_device(model)
@@ -179,6 +179,6 @@ def scaled_heads(model: nn.Module, scales: dict[tuple[int, int], float]) -> Iter
         yield
 
 
-def ablated_heads(model: nn.Module, heads: Iterable[tuple[int, int]]):
+def ablated_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> AbstractContextManager[None]:
     """Zero-ablate the given heads for the duration of the context."""
-    return scaled_heads(model, {tuple(h): 0.0 for h in heads})
+    return scaled_heads(model, {(layer, head): 0.0 for layer, head in heads})

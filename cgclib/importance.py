@@ -21,10 +21,12 @@ feature of a linear layer over the calibration tokens.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import components, devices
@@ -35,7 +37,7 @@ SIGNALS = ("wanda", "wanda_qkv", "magnitude", "activation_norm", "taylor")
 
 
 @contextmanager
-def _head_gates(model, gates: torch.Tensor):
+def _head_gates(model: nn.Module, gates: torch.Tensor) -> Iterator[None]:
     """Multiply head h of layer l by gates[l, h] (a tensor that may require grad)."""
     lay = components.layout(model)
 
@@ -54,7 +56,7 @@ def _head_gates(model, gates: torch.Tensor):
 
 
 def head_importance(
-    model, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int = 16, progress: bool = False
+    model: nn.Module, ids: torch.Tensor, pad_token_id: int | None, batch_sequences: int = 16, progress: bool = False
 ) -> pd.DataFrame:
     """Every signal of the module docstring for every head, one row per (layer, head),
     from the calibration sequences `ids` (padding and the first position left out)."""
@@ -74,7 +76,7 @@ def head_importance(
     for start in tqdm(starts, desc="importance", disable=not progress, leave=False):
         chunk = ids[start : start + batch_sequences].to(device)
         mask = token_mask(chunk, pad_token_id)
-        used = mask.sum().item()
+        used = int(mask.sum())
 
         def grab_heads(layer, z, mask=mask):
             z = z.detach()[mask].double().cpu()  # (tokens, heads, d)

@@ -15,6 +15,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -80,7 +81,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     pruned or otherwise edited model never reuses what was cached for the original (SAEs,
     ablation effects). The folder the model was loaded from (`_name_or_path`) is left out:
     the same checkpoint in another checkout is the same model."""
-    config = {k: v for k, v in model.config.to_dict().items() if k != "_name_or_path"}
+    model_config: Any = model.config  # a transformers config
+    config = {k: v for k, v in model_config.to_dict().items() if k != "_name_or_path"}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
@@ -190,7 +192,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
             )
         source = name
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt, device_map=device_map)
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(source, dtype=dt, device_map=device_map)
     except Exception as exc:  # corrupt files surface as many different exception types
         raise CheckpointError(f"could not load model weights from {source}: {exc}") from exc
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -45,7 +45,7 @@ class PaperValue:
 
     def as_record(self) -> dict:
         """The `paper` field of a ledger record."""
-        value = list(self.value) if self.is_range else self.value
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
         out = {"value": value, "n": self.n, "setting": self.setting}
         if self.p is not None:
             out["p"] = self.p

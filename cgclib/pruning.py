@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import components, devices
 from .hooks import linear_inputs, stopped_after
-from .resume import recorded_inputs, resumed_at
+from .resume import BlockInputs, recorded_inputs, resumed_at
 from .tokens import token_mask
 
 Masks = dict[str, torch.Tensor]
@@ -41,7 +43,7 @@ def check_sparsity(sparsity: float, what: str = "sparsity") -> float:
 
 @torch.no_grad()
 def input_square_sums(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     modules: Mapping[str, torch.nn.Module],
@@ -88,10 +90,10 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 @contextmanager
-def masked(model, masks: Masks) -> Iterator[None]:
+def masked(model: nn.Module, masks: Masks) -> Iterator[None]:
     """Zero the masked weights for the duration of the context, then restore them."""
     modules = components.all_linear_layers(model)
-    pruned = {}
+    pruned: dict[str, torch.Tensor] = {}
     for name, mask in masks.items():
         if name not in modules:
             raise components.ComponentError(f"masks name linear layers the model does not have: {name}")
@@ -104,7 +106,7 @@ def masked(model, masks: Masks) -> Iterator[None]:
 
 
 def wanda_block_masks(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     block_sparsity: Mapping[int, float],
@@ -117,19 +119,19 @@ def wanda_block_masks(
         components.check_layer(model, block)
         check_sparsity(s, f"sparsity of block {block}")
     masks: Masks = {}
-    recorded = None  # the previous block's input in every calibration pass, earlier blocks pruned
+    recorded: BlockInputs | None = None  # the previous block's input in every calibration pass, earlier blocks pruned
     for block in tqdm(sorted(block_sparsity), desc="wanda", disable=not progress, leave=False):
         layers = block_linear_layers(model, block)
         # each pass starts at the previous block (now pruned) and stops after this one
         with masked(model, masks), resumed_at(model, recorded) if recorded else nullcontext():
             sums, recorded = recorded_inputs(
-                model, block, lambda layers=layers: input_square_sums(model, ids, pad_token_id, layers, batch_sequences)
+                model, block, partial(input_square_sums, model, ids, pad_token_id, layers, batch_sequences)
             )
         masks.update(wanda_masks(layers, sums, block_sparsity[block]))
     return masks
 
 
-def block_linear_layers(model, block: int) -> dict[str, torch.nn.Module]:
+def block_linear_layers(model: nn.Module, block: int) -> dict[str, torch.nn.Module]:
     """The linear layers of one block, named as in `components.all_linear_layers`."""
     return {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
 
@@ -143,7 +145,7 @@ def wanda_masks(
     }
 
 
-def head_weight_slices(model, layer: int, head: int) -> list[tuple[str, torch.nn.Module, slice, slice]]:
+def head_weight_slices(model: nn.Module, layer: int, head: int) -> list[tuple[str, torch.nn.Module, slice, slice]]:
     """The weights that belong to one head alone: its rows of the query, key and value
     projections (key and value only without grouped-query sharing) and its columns of the
     attention output projection, as (name, module, rows, columns) of `weight`."""
@@ -160,7 +162,9 @@ def head_weight_slices(model, layer: int, head: int) -> list[tuple[str, torch.nn
     return out
 
 
-def wanda_head_masks(model, square_sums: Mapping[str, torch.Tensor], layer: int, head: int, sparsity: float) -> Masks:
+def wanda_head_masks(
+    model: nn.Module, square_sums: Mapping[str, torch.Tensor], layer: int, head: int, sparsity: float
+) -> Masks:
     """Wanda masks that prune only head (layer, head): within each of its weight slices
     (`head_weight_slices`), the lowest `sparsity` share of every row of the slice.
     `square_sums` are `input_square_sums` of the block's linear layers on dense inputs."""

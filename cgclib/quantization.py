@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
+from torch import nn
 
 from . import components, devices
 from .hooks import linear_inputs
@@ -27,7 +29,8 @@ from .moments import token_batches
 
 SCALE_BITS = 16
 FACTOR_BITS = 8
-KINDS = ("direct", "svd", "lowrank_residual")
+SchemeKind = Literal["direct", "svd", "lowrank_residual"]
+KINDS: tuple[SchemeKind, ...] = get_args(SchemeKind)
 
 
 def _check_bits(bits: int) -> int:
@@ -62,7 +65,7 @@ def storage_bits(out_features: int, in_features: int, bits: int, group_size: int
 
 @dataclass(frozen=True)
 class Scheme:
-    kind: str
+    kind: SchemeKind
     bits: int
     group_size: int = 64
 
@@ -132,7 +135,7 @@ def compress(w: torch.Tensor, scheme: Scheme) -> Compressed:
 
 @torch.no_grad()
 def input_second_moments(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     modules: Mapping[str, torch.nn.Module],
@@ -147,7 +150,7 @@ def input_second_moments(
         for name, m in modules.items()
     }
     count = [0]
-    state = {}
+    state: dict[str, torch.Tensor] = {}
 
     def grab(name, x):
         rows = x[state["mask"]].double()

@@ -66,13 +66,15 @@ def recorded_inputs(model: nn.Module, layer: int, run: Callable[[], T]) -> tuple
 
 
 @contextmanager
-def started_at(model: nn.Module, layer: int, stream: torch.Tensor) -> Iterator[None]:
+def started_at(model: nn.Module, layer: int, stream: torch.Tensor | None) -> Iterator[None]:
     """One forward pass (inside the context) that starts at block `layer` with the residual
     stream `stream` (the input that block would receive): blocks before it are skipped. For
-    layer 0 nothing is skipped and the pass runs as usual."""
+    layer 0 nothing is skipped and the pass runs as usual (`stream` may then be None)."""
     if layer == 0:
         yield
         return
+    if stream is None:
+        raise ValueError(f"a forward pass that starts at block {layer} needs the stream entering it, got None")
     with resumed_at(model, BlockInputs(layer, [stream], _blocks_return_tuple(model))):
         yield
 

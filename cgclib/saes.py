@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import components, devices
@@ -76,7 +77,7 @@ def head_name(head: Head) -> str:
 
 @torch.no_grad()
 def stream_head_activations(
-    model, ids: torch.Tensor, heads: list[Head], pad_token_id: int | None, batch_sequences: int = 16
+    model: nn.Module, ids: torch.Tensor, heads: list[Head], pad_token_id: int | None, batch_sequences: int = 16
 ) -> Iterator[dict[Head, torch.Tensor]]:
     """For each chunk of sequences, every requested head's output at the used positions,
     as a (tokens, head_dim) float32 tensor on the model's device."""
@@ -101,7 +102,16 @@ class _ShuffledHeadBatches:
     """Endless dict batches of exactly `batch_tokens` activations per head, shuffled within
     a buffer of model chunks, cycling over the calibration tokens epoch after epoch."""
 
-    def __init__(self, model, ids, heads, pad_token_id, batch_tokens, seed, buffer_chunks=4):
+    def __init__(
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        heads: list[Head],
+        pad_token_id: int | None,
+        batch_tokens: int,
+        seed: int,
+        buffer_chunks: int = 4,
+    ):
         self.args = (model, ids, heads, pad_token_id)
         self.batch_tokens = batch_tokens
         self.buffer_chunks = buffer_chunks
@@ -155,7 +165,7 @@ def _cache_key(fingerprint: str, ids: torch.Tensor, pad_token_id: int | None, he
 
 
 def train_head_saes(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     cfg: HeadSAEConfig = HeadSAEConfig(),
@@ -190,7 +200,7 @@ def train_head_saes(
 
 
 def _train(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     cfg: HeadSAEConfig,
@@ -319,11 +329,15 @@ class ReconstructionStats:
 
     @property
     def fraction_variance_explained(self) -> float:
+        if self.sum_x is None:
+            raise ValueError("no activations recorded: call update() first")
         total = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n
         return 1.0 - self.sum_err / total
 
     @property
     def dead_share(self) -> float:
+        if self.fired is None:
+            raise ValueError("no activations recorded: call update() first")
         return float(1.0 - self.fired.double().mean())
 
     @property
@@ -333,7 +347,7 @@ class ReconstructionStats:
 
 @torch.no_grad()
 def head_feature_statistics(
-    model,
+    model: nn.Module,
     saes: dict[Head, sae_lens.SAE],
     ids: torch.Tensor,
     pad_token_id: int | None,

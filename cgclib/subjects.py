@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .evaluation import EvaluationData, Profile, evaluate
-from .models import TESTBEDS, LoadedModel, ModelUnavailableError, load_model
+from .models import TESTBEDS, CheckpointError, LoadedModel, ModelUnavailableError, load_model
 from .suite import CapabilitySuite
 
 CALIBRATION_SEED_OFFSET = 1000  # calibration text never shares a stream with training
@@ -111,6 +111,8 @@ def load_subject(
     `n_paragraphs` windows of `eval_seq_len` WikiText-2 test tokens."""
     loaded = load_model(name, device=device, dtype=dtype)
     if name in TESTBEDS:
+        if loaded.card is None:
+            raise CheckpointError(f"test bed {name!r} was loaded without its model card")
         suite = CapabilitySuite(loaded.card["suite_seed"])
         data = EvaluationData.for_testbed(suite, loaded.tokenizer, n_probes, n_paragraphs, seed=seed)
         return Subject(name, loaded, suite, data)

@@ -24,15 +24,17 @@ of the training budget: they answered with some value from the context).
 A probe is the prefix of such a segment up to its first query, and its answer is the value
 alone (what follows the value depends on how many queries come after it).
 
-| task          | marker     | example                                   | what it needs             |
-|---------------|------------|-------------------------------------------|---------------------------|
-| copy          | `copy:`    | `copy: k a k d = k a k d <eos>`           | induction / positional copy |
-| kv_recall     | `recall:`  | `recall: a 3 f 7 k 1 ; f 7 ; a 3 <eos>`   | in-context key-value lookup |
-| dyck          | `dyck:`    | `dyck: ( [ ] { ( = ) } ) <eos>`           | a stack of open brackets  |
-| addition      | `add:`     | `add: 7 4 + 9 5 = 6 0 1 <eos>`            | digit-wise sum with carries |
-| fact_recall   | `fact:`    | `fact: bora lives_in = oslo <eos>`        | facts stored in the weights |
-| sorting       | `sort:`    | `sort: k c x a = a c k x <eos>`           | comparison of letters     |
-| reversal      | `reverse:` | `reverse: a f k = k f a <eos>`            | position arithmetic       |
+The tasks::
+
+    | task          | marker     | example                                   | what it needs             |
+    |---------------|------------|-------------------------------------------|---------------------------|
+    | copy          | `copy:`    | `copy: k a k d = k a k d <eos>`           | induction / positional copy |
+    | kv_recall     | `recall:`  | `recall: a 3 f 7 k 1 ; f 7 ; a 3 <eos>`   | in-context key-value lookup |
+    | dyck          | `dyck:`    | `dyck: ( [ ] { ( = ) } ) <eos>`           | a stack of open brackets  |
+    | addition      | `add:`     | `add: 7 4 + 9 5 = 6 0 1 <eos>`            | digit-wise sum with carries |
+    | fact_recall   | `fact:`    | `fact: bora lives_in = oslo <eos>`        | facts stored in the weights |
+    | sorting       | `sort:`    | `sort: k c x a = a c k x <eos>`           | comparison of letters     |
+    | reversal      | `reverse:` | `reverse: a f k = k f a <eos>`            | position arithmetic       |
 
 Held-out splits: an example's *key* (its input, or for fact recall its entity) is hashed;
 a fixed share of keys belongs to the evaluation split and is never generated for training.
@@ -50,6 +52,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -97,6 +100,10 @@ class Example:
         return " ".join(self.tokens)
 
 
+Split = Literal["train", "eval"]
+"""The two splits of a task's examples (see "Held-out splits" in the module docstring)."""
+
+
 class Task(ABC):
     """A capability: how to sample its examples and which examples are held out."""
 
@@ -112,16 +119,16 @@ class Task(ABC):
     def sample(self, rng: np.random.Generator) -> Example:
         """An example from either split."""
 
-    def split_of(self, example: Example) -> str:
+    def split_of(self, example: Example) -> Split:
         return "eval" if _hash_fraction(f"{self.name}|{example.key}") < self.eval_share else "train"
 
-    def training_segment(self, rng: np.random.Generator, split: str = "train") -> Segment:
+    def training_segment(self, rng: np.random.Generator, split: Split = "train") -> Segment:
         """A segment for the training mixture: an example, with a loss on its answer."""
         example = self.generate(rng, split)
         n_prompt = 1 + len(example.prompt)
         return Segment(example.tokens, [False] * n_prompt + [True] * len(example.answer))
 
-    def generate(self, rng: np.random.Generator, split: str) -> Example:
+    def generate(self, rng: np.random.Generator, split: Split) -> Example:
         """An example of the requested split (rejection sampling on the key)."""
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -231,7 +238,8 @@ class DyckTask(Task):
     def sample(self, rng):
         while True:
             length = int(rng.integers(self.LENGTHS[0], self.LENGTHS[1] + 1))
-            stack, prefix = [], []
+            stack: list[str] = []
+            prefix: list[str] = []
             for _ in range(length):
                 if not stack or (len(stack) < self.MAX_DEPTH and rng.random() < self.P_OPEN):
                     pair = BRACKETS[int(rng.integers(0, len(BRACKETS)))]
@@ -394,13 +402,13 @@ class FactRecallTask(Task):
         e, r, v = self.knowledge.sample_fact(rng)
         return self._example([e, r], [v], e)
 
-    def all_examples(self, split: str) -> list[Example]:
+    def all_examples(self, split: Split) -> list[Example]:
         out = [
             self._example([e, r], [self.knowledge.facts[(e, r)]], e) for e in self.knowledge.entities for r in RELATIONS
         ]
         return [x for x in out if self.split_of(x) == split]
 
-    def statement_examples(self, split: str) -> list[Example]:
+    def statement_examples(self, split: Split) -> list[Example]:
         """The same facts in the form training states them: `entity relation` -> `value`,
         as at the start of a paragraph. Set next to the question probes, they separate
         storing a fact from extracting it. A statement has no marker: the entity takes the
@@ -465,7 +473,7 @@ class CapabilitySuite:
         )
 
     # --- segments and corpora ---
-    def segment(self, rng: np.random.Generator, split: str = "train") -> Segment:
+    def segment(self, rng: np.random.Generator, split: Split = "train") -> Segment:
         """One segment of the training mixture: a paragraph or a task example."""
         if rng.random() < self.P_LANGUAGE:
             para = self.grammar.paragraph(rng)
@@ -504,7 +512,7 @@ class CapabilitySuite:
             yield torch.from_numpy(inputs), torch.from_numpy(labels)
 
     # --- evaluation data ---
-    def probes(self, task: str, n: int, seed: int = 0, split: str = "eval") -> list[Example]:
+    def probes(self, task: str, n: int, seed: int = 0, split: Split = "eval") -> list[Example]:
         """Up to `n` distinct examples of `task` from `split` (fact recall has a finite set)."""
         if task not in self.tasks:
             raise KeyError(f"unknown task {task!r}; tasks: {', '.join(self.tasks)}")

@@ -22,12 +22,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from .components import Family
 from .evaluation import EvaluationData, evaluate
 from .models import CARD_FILE, WEIGHTS_FILE, resolve_device, sha256_file, testbed_dir
 from .storage import atomic_write_bytes, atomic_write_json
@@ -39,7 +42,7 @@ class TestbedConfig:
     """Architecture and training recipe of one test-bed model."""
 
     name: str
-    family: str  # "gpt2" or "llama"
+    family: Family
     d_model: int = 128
     n_layers: int = 6
     n_heads: int = 8
@@ -78,7 +81,7 @@ def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     if cfg.family == "gpt2":
-        config = GPT2Config(
+        gpt2_config = GPT2Config(
             vocab_size=len(tokenizer),
             n_positions=cfg.seq_len,
             n_embd=cfg.d_model,
@@ -91,9 +94,11 @@ def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:
             tie_word_embeddings=True,
             **ids,
         )
-        return GPT2LMHeadModel(config)
+        return GPT2LMHeadModel(gpt2_config)
     if cfg.family == "llama":
-        config = LlamaConfig(
+        # rope_theta: transformers' typed signature lists only rope_parameters, but the
+        # config still accepts (and converts) the legacy keyword at run time
+        llama_config = LlamaConfig(  # type: ignore[call-arg]
             vocab_size=len(tokenizer),
             hidden_size=cfg.d_model,
             intermediate_size=cfg.llama_mlp,
@@ -107,7 +112,7 @@ def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:
             attention_bias=False,
             **ids,
         )
-        return LlamaForCausalLM(config)
+        return LlamaForCausalLM(llama_config)
     raise ValueError(f"unknown family {cfg.family!r}; use 'gpt2' or 'llama'")
 
 
@@ -129,7 +134,7 @@ def _optimizer(model: torch.nn.Module, cfg: TestbedConfig) -> torch.optim.Optimi
     )
 
 
-def _curve_point(model, data: EvaluationData, step: int, cfg: TestbedConfig, train_loss: float) -> dict:
+def _curve_point(model: nn.Module, data: EvaluationData, step: int, cfg: TestbedConfig, train_loss: float) -> dict:
     profile = evaluate(model, data)
     row = {
         "step": step,
@@ -216,10 +221,13 @@ def _serialize(obj) -> bytes:
     return buffer.getvalue()
 
 
-def _write_checkpoint(cfg, model, tokenizer, profile, final, curves, seconds, dev, out_dir: Path) -> dict:
+def _write_checkpoint(
+    cfg: TestbedConfig, model: nn.Module, tokenizer, profile, final, curves, seconds, dev, out_dir: Path
+) -> dict:
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_pretrained: Any = model.save_pretrained  # a transformers PreTrainedModel method
+    save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     pd.DataFrame(curves).to_csv(tmp / "curves.csv", index=False, float_format="%.6g")
     n_params = sum(p.numel() for p in model.parameters())

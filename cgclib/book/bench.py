@@ -22,11 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import psutil
 import torch
+from torch import nn
 
 from .. import components, devices
 from ..absorption import _block_outputs, noise_at, trajectory_drift
@@ -36,7 +38,7 @@ from ..importance import head_importance
 from ..linear_blocks import block_moments, fit_block_maps
 from ..moments import AffineMap, ridge_scale
 from ..paths import project_root
-from ..pruning import input_square_sums, masked, wanda_block_masks
+from ..pruning import Masks, input_square_sums, masked, wanda_block_masks
 from ..saes import head_feature_statistics, stream_head_activations
 
 SEQ_LEN = 128
@@ -67,7 +69,8 @@ def make_model(size: Size, device: str) -> torch.nn.Module:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
     )
-    return GPT2LMHeadModel(cfg).to(device).eval()
+    model: nn.Module = GPT2LMHeadModel(cfg)
+    return model.to(device).eval()
 
 
 def make_ids(size: Size) -> torch.Tensor:
@@ -111,12 +114,12 @@ class PeakMemory:
 # ---- the hot paths and their naive counterparts -------------------------------------------
 
 
-def input_norms_streamed(model, ids):
+def input_norms_streamed(model: nn.Module, ids):
     return input_square_sums(model, ids, None, components.all_linear_layers(model))
 
 
 @torch.no_grad()
-def input_norms_stored(model, ids):
+def input_norms_stored(model: nn.Module, ids):
     """Store every linear layer's inputs for all tokens, then reduce: memory grows with tokens.
     (The first position is left out, as the library's statistics do.)"""
     stored: dict[str, list[torch.Tensor]] = {}
@@ -129,7 +132,7 @@ def input_norms_stored(model, ids):
     return {name: torch.cat(xs).pow(2).sum(0) for name, xs in stored.items()}
 
 
-def random_saes(model):
+def random_saes(model: nn.Module):
     from sae_lens import TopKSAE, TopKSAEConfig
 
     lay = components.layout(model)
@@ -142,12 +145,12 @@ def random_saes(model):
     }
 
 
-def density_streamed(model, ids, saes):
+def density_streamed(model: nn.Module, ids, saes):
     return head_feature_statistics(model, saes, ids, None)
 
 
 @torch.no_grad()
-def density_per_head(model, ids, saes):
+def density_per_head(model: nn.Module, ids, saes):
     """One head at a time: a forward pass per head, activations stored, then encoded."""
     out = {}
     for head, sae in saes.items():
@@ -161,22 +164,22 @@ def evaluation_data(size: Size) -> EvaluationData:
     return EvaluationData(make_ids(size))
 
 
-def evaluate_batched(model, data):
+def evaluate_batched(model: nn.Module, data):
     return evaluate(model, data, batch_size=64)
 
 
-def evaluate_one_by_one(model, data):
+def evaluate_one_by_one(model: nn.Module, data):
     return evaluate(model, data, batch_size=1)
 
 
-def drift_shared(model, ids):
+def drift_shared(model: nn.Module, ids):
     n = components.layout(model).n_layers
     perturbations = {(l, m): (l, noise_at(model, l, m, 0)) for l in range(n) for m in (1e-3, 1e-1)}
     return trajectory_drift(model, ids, None, perturbations)
 
 
 @torch.no_grad()
-def drift_recomputed(model, ids):
+def drift_recomputed(model: nn.Module, ids):
     """Every perturbation recomputes the clean pass, over all sequences at once, and
     stores whole trajectories before reducing them."""
     n = components.layout(model).n_layers
@@ -195,12 +198,12 @@ def drift_recomputed(model, ids):
     return results
 
 
-def block_fits_streamed(model, ids):
+def block_fits_streamed(model: nn.Module, ids):
     return fit_block_maps(block_moments(model, ids, None), ridge=1e-4)
 
 
 @torch.no_grad()
-def block_fits_stored(model, ids):
+def block_fits_stored(model: nn.Module, ids):
     """Store every block's input and output for all tokens (one sequence per pass), then
     solve each ridge regression from the stored matrices: memory grows with tokens."""
     stored: dict[tuple[int, str], list[torch.Tensor]] = {}
@@ -219,12 +222,12 @@ def block_fits_stored(model, ids):
     return fits
 
 
-def head_signals_streamed(model, ids):
+def head_signals_streamed(model: nn.Module, ids):
     return head_importance(model, ids, None)
 
 
 @torch.no_grad()
-def head_wanda_one_by_one(model, ids):
+def head_wanda_one_by_one(model: nn.Module, ids):
     """The Wanda score of every head the obvious way: per head, a calibration pass that
     stores that head's inputs to the attention output projection for all tokens, then its
     score. (It computes one signal; the streamed version computes all five, Taylor's
@@ -236,9 +239,11 @@ def head_wanda_one_by_one(model, ids):
         for head in range(lay.n_heads):
             cols = slice(head * lay.head_dim, (head + 1) * lay.head_dim)
             stored: list[torch.Tensor] = []
-            with linear_inputs(
-                model, {"o": out_proj}, lambda name, x, stored=stored, cols=cols: stored.append(x[0, 1:, cols])
-            ):
+
+            def grab(name: str, x: torch.Tensor, stored: list[torch.Tensor] = stored, cols: slice = cols) -> None:
+                stored.append(x[0, 1:, cols])
+
+            with linear_inputs(model, {"o": out_proj}, grab):
                 for row in ids.to(devices.input_device(model)):
                     model(input_ids=row[None])
             norms = torch.cat(stored).double().pow(2).sum(0).sqrt()
@@ -247,26 +252,29 @@ def head_wanda_one_by_one(model, ids):
     return scores
 
 
-def block_allocation(model) -> dict[int, float]:
+def block_allocation(model: nn.Module) -> dict[int, float]:
     """A non-uniform allocation: sparsity rising from 0.3 in the first block to 0.7 in the last."""
     n = components.layout(model).n_layers
     return {l: float(s) for l, s in enumerate(np.linspace(0.3, 0.7, n))}
 
 
-def allocation_masks_streamed(model, ids, allocation):
+def allocation_masks_streamed(model: nn.Module, ids, allocation):
     return wanda_block_masks(model, ids, None, allocation)
 
 
 @torch.no_grad()
-def allocation_masks_stored(model, ids, allocation):
+def allocation_masks_stored(model: nn.Module, ids, allocation):
     """Wanda under an allocation the obvious way: for each block in order (earlier blocks
     pruned), store its layers' inputs for all tokens one sequence at a time, then rank
     each weight row separately."""
-    masks = {}
+    masks: Masks = {}
     for block in sorted(allocation):
         layers = {f"{block}.{name}": m for name, m in components.linear_layers(model, block).items()}
         stored: dict[str, list[torch.Tensor]] = {}
-        grab = lambda name, x, stored=stored: stored.setdefault(name, []).append(x[0, 1:])  # noqa: E731
+
+        def grab(name: str, x: torch.Tensor, stored: dict[str, list[torch.Tensor]] = stored) -> None:
+            stored.setdefault(name, []).append(x[0, 1:])
+
         with masked(model, masks), linear_inputs(model, layers, grab):
             for row in ids.to(devices.input_device(model)):
                 model(input_ids=row[None])
@@ -285,7 +293,7 @@ class Benchmark:
     name: str
     optimized: Callable
     naive: Callable
-    setup: Callable  # (model, ids, size) -> extra positional arguments after the model
+    setup: Callable[[nn.Module, torch.Tensor, Size], tuple[Any, ...]]  # extra positional arguments after the model
 
 
 BENCHMARKS = [

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ def parse_parameters_cell(source: str, chapter: str = "?") -> dict[str, Paramete
             default = ast.literal_eval(stmt.value)
         except ValueError:
             raise ChapterError(f"chapter {chapter!r}: default of {stmt.targets[0].id!r} is not a literal") from None
+        if stmt.end_lineno is None or stmt.end_col_offset is None:
+            raise ChapterError(f"chapter {chapter!r}: parameters cell line {stmt.lineno} has no end position")
         line = lines[stmt.end_lineno - 1]
         help_text = line.split("#", 1)[1].strip() if "#" in line[stmt.end_col_offset :] else ""
         params[stmt.targets[0].id] = Parameter(stmt.targets[0].id, default, help_text)
@@ -215,7 +218,7 @@ class RunResult:
 
 def run_chapter(
     name: str,
-    overrides: list[tuple[str, str]] | dict[str, Any] = (),
+    overrides: Sequence[tuple[str, str]] | dict[str, Any] = (),
     runs_dir: Path | None = None,
     root: Path | None = None,
     progress: bool = True,
