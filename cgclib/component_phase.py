@@ -5,9 +5,9 @@ The compression is Wanda pruning of the component's own weights (`pruning.wanda_
 `pruning.wanda_masks` of the whole block), all other components dense. The metrics are
 the language perplexity and, per capability, the answer perplexity (exp of the mean NLL of
 the answer tokens): a smooth companion of exact match that is positive everywhere, as the
-phase-transition fit of `cgclib.phase` needs. Each metric's curve, the dense model at ratio
-0 included, is fitted separately; a component's critical ratio for a metric is the fitted
-s0, or none when the fit finds no transition inside the grid.
+phase-transition detector of `cgclib.phase` needs. Each metric's curve, the dense model at
+ratio 0 included, is tested separately; a component's critical ratio for a metric is the
+located s0 where the detector finds a transition, and none otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pandas as pd
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import components
@@ -38,7 +39,7 @@ def _check_grid(ratios: Iterable[float]) -> list[float]:
 
 
 def head_sweep(
-    model,
+    model: nn.Module,
     data: EvaluationData,
     calibration,
     pad_token_id: int | None,
@@ -69,7 +70,12 @@ def head_sweep(
 
 
 def block_sweep(
-    model, data: EvaluationData, calibration, pad_token_id: int | None, ratios: Iterable[float], progress: bool = True
+    model: nn.Module,
+    data: EvaluationData,
+    calibration,
+    pad_token_id: int | None,
+    ratios: Iterable[float],
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Every metric for every block pruned alone (all its linear layers, Wanda) at every
     ratio: one row per (layer, ratio)."""
@@ -87,11 +93,11 @@ def block_sweep(
 
 
 def critical_ratios(sweep: pd.DataFrame, keys: list[str], metrics: list[str], min_rise: float = 0.05) -> pd.DataFrame:
-    """One row per (component, metric): the fitted s0 and, as its uncertainty, the two grid
-    ratios that bracket it. s0 is NaN where the metric never collapses: where it never rises
-    above its dense value by the factor 1 + `min_rise` (a curve that stays flat would
-    otherwise be cut at noise), or where the fit finds no transition. `keys` name the
-    component columns of the sweep (e.g. layer and head)."""
+    """One row per (component, metric): the detector's outcome (`cgclib.phase`), the
+    critical ratio s0 with its 95% interval where a transition is detected, and the test's
+    p-value. A metric that never rises above its dense value by the factor 1 + `min_rise`
+    is "flat" and not fitted (a curve that stays flat has nothing to locate). `keys` name
+    the component columns of the sweep (e.g. layer and head)."""
     rows = []
     for key, curve in sweep.groupby(keys):
         curve = curve.sort_values("ratio")
@@ -100,17 +106,19 @@ def critical_ratios(sweep: pd.DataFrame, keys: list[str], metrics: list[str], mi
         for m in metrics:
             y = curve[m].to_numpy()
             fit = fit_phase_transition(curve["ratio"].to_numpy(), y) if y.max() >= y[0] * (1 + min_rise) else None
-            bracket = fit.bracket if fit is not None and fit.s0 is not None else (None, None)
+            interval = fit.interval if fit is not None and fit.interval is not None else (None, None)
             rows.append(
                 {
                     **dict(zip(keys, key, strict=True)),
                     "metric": m,
+                    "outcome": "flat" if fit is None else fit.outcome,
                     "s0": None if fit is None else fit.s0,
-                    "bracket_low": bracket[0],
-                    "bracket_high": bracket[1],
+                    "interval_low": interval[0],
+                    "interval_high": interval[1],
+                    "p": None if fit is None else fit.p,
                 }
             )
-    return pd.DataFrame(rows).astype({"s0": float, "bracket_low": float, "bracket_high": float})
+    return pd.DataFrame(rows).astype({"s0": float, "interval_low": float, "interval_high": float, "p": float})
 
 
 def s0_table(critical: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

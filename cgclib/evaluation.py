@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import devices
@@ -147,7 +148,7 @@ class RowScores:
 
 @torch.no_grad()
 def score_rows(
-    model,
+    model: nn.Module,
     input_ids: torch.Tensor,
     scored: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -181,7 +182,7 @@ def score_rows(
     return RowScores(nll.numpy(), tokens.numpy(), exact.numpy())
 
 
-def evaluate_probes(model, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
+def evaluate_probes(model: nn.Module, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
     rows = score_rows(model, probes.input_ids, probes.answer_mask, probes.attention_mask, batch_size)
     return ProbeResult(probes.task, rows.exact, rows.nll, rows.tokens)
 
@@ -220,7 +221,7 @@ def _language_score(
 
 
 def perplexity(
-    model,
+    model: nn.Module,
     windows: torch.Tensor,
     score: torch.Tensor | None = None,
     batch_size: int = 64,
@@ -341,7 +342,7 @@ def _rows_of(data: EvaluationData) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return ids, scored, attention, [len(part[0]) for part in parts]
 
 
-def evaluate(model, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
+def evaluate(model: nn.Module, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
     """Perplexity and every capability of `model` on `data`. The language rows and every
     capability's probes share forward passes: all rows go through `score_rows` together, in
     batches of rows of similar length (`length_batches`) of at most `batch_size` rows and

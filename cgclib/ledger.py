@@ -13,7 +13,7 @@ Record format (one JSON list per notebook)::
      "claim": "...", "source": "Gupta 2026, arXiv:2603.16440",
      "paper": {"value": -0.054, "n": 384, "setting": "GPT-2 Medium"} | null,
      "ours": {"value": ..., "ci95": [lo, hi] | null, "p": ... | null, "n": ...,
-              "setting": "testbed-gpt2, seed 0", "bracket": [lo, hi] (optional)},
+              "setting": "testbed-gpt2, seed 0"},
      "test": "<the rule in words>", "rule": {"kind": "Equivalence", "margin": 0.2},
      "verdict": "holds" | "fails" | "inconclusive", "section": "<label>" | null}
 """
@@ -48,8 +48,13 @@ RULES = {
         verdicts.Exceeds,
         verdicts.SignificantSign,
         verdicts.WithinTolerance,
+        verdicts.Describe,
     )
 }
+# What a record is: a claim of one of the papers; a check of the book's own mathematics (a
+# theorem, lemma or invariant the book states); a specification of the test bed (a property
+# the book requires of its own models). The ledger counts verdicts per kind.
+KINDS = ("paper claim", "theorem", "specification")
 
 
 class LedgerError(ValueError):
@@ -60,33 +65,30 @@ class LedgerError(ValueError):
 class Ours:
     """Our measurement of a claimed quantity and the setting it was measured in."""
 
-    value: float
+    value: float | None  # None: not estimable from these data (the verdict is inconclusive)
     n: int
     setting: str
     ci95: tuple[float, float] | None = None
     p: float | None = None
-    bracket: tuple[float, float] | None = None
 
     def measurement(self) -> verdicts.Measurement:
-        return verdicts.Measurement(value=self.value, ci95=self.ci95, p=self.p, bracket=self.bracket)
+        return verdicts.Measurement(value=self.value, ci95=self.ci95, p=self.p)
 
     def as_record(self) -> dict:
         record = {
-            "value": float(self.value),
+            "value": None if self.value is None else float(self.value),
             "ci95": None if self.ci95 is None else [float(self.ci95[0]), float(self.ci95[1])],
             "p": None if self.p is None else float(self.p),
             "n": int(self.n),
             "setting": self.setting,
         }
-        if self.bracket is not None:
-            record["bracket"] = [float(self.bracket[0]), float(self.bracket[1])]
         return record
 
 
 def rule_to_dict(rule: verdicts.Rule) -> dict:
     if type(rule).__name__ not in RULES:
         raise LedgerError(f"unknown rule type {type(rule).__name__}; known: {sorted(RULES)}")
-    return {"kind": type(rule).__name__, **asdict(rule)}
+    return {"kind": type(rule).__name__, **asdict(rule)}  # type: ignore[call-overload]  # every rule is a dataclass
 
 
 def rule_from_dict(data: dict) -> verdicts.Rule:
@@ -139,7 +141,7 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     """
     if not isinstance(record, dict):
         raise LedgerError(f"a record must be a JSON object, got {type(record).__name__}")
-    required = ("id", "notebook", "claim", "source", "paper", "ours", "test", "rule", "verdict")
+    required = ("id", "notebook", "kind", "claim", "source", "paper", "ours", "test", "rule", "verdict")
     missing = [k for k in required if k not in record]
     if missing:
         raise LedgerError(f"record {record.get('id', '?')!r} lacks fields {missing}")
@@ -151,6 +153,8 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
         raise LedgerError(f"{rid}: record names notebook {stem!r} but sits in {notebook!r}'s results")
     if rid.split(".", 1)[0] != stem:
         raise LedgerError(f"id {rid!r} must start with its notebook's name {stem!r}")
+    if record["kind"] not in KINDS:
+        raise LedgerError(f"{rid}: kind must be one of {KINDS}, got {record['kind']!r}")
     _text(record["claim"], f"{rid}: claim")
     _text(record["source"], f"{rid}: source")
     _text(record["test"], f"{rid}: test")
@@ -172,23 +176,24 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     for key in ("value", "ci95", "p", "n", "setting"):
         if key not in ours:
             raise LedgerError(f"{rid}: ours lacks {key!r}")
-    value = _finite(ours["value"], f"{rid}: ours.value")
+    value = None if ours["value"] is None else _finite(ours["value"], f"{rid}: ours.value")
     ci = None if ours["ci95"] is None else _interval(ours["ci95"], f"{rid}: ours.ci95")
+    if value is None and ci is not None:
+        raise LedgerError(f"{rid}: a value that is not estimable cannot have a confidence interval")
     p = None
     if ours["p"] is not None:
         p = _finite(ours["p"], f"{rid}: ours.p")
         if not 0.0 <= p <= 1.0:
             raise LedgerError(f"{rid}: ours.p must lie in [0, 1], got {p}")
-    bracket = None if ours.get("bracket") is None else _interval(ours["bracket"], f"{rid}: ours.bracket")
     _count(ours["n"], f"{rid}: ours.n")
     _text(ours["setting"], f"{rid}: ours.setting")
 
-    if record["verdict"] not in verdicts.VERDICTS:
-        raise LedgerError(f"{rid}: verdict must be one of {verdicts.VERDICTS}, got {record['verdict']!r}")
+    if record["verdict"] not in verdicts.OUTCOMES:
+        raise LedgerError(f"{rid}: verdict must be one of {verdicts.OUTCOMES}, got {record['verdict']!r}")
     rule = rule_from_dict(record["rule"])
     if rule.describe() != record["test"]:
         raise LedgerError(f"{rid}: test text does not match its rule ({rule.describe()!r})")
-    recomputed = rule.judge(verdicts.Measurement(value=value, ci95=ci, p=p, bracket=bracket))
+    recomputed = rule.verdict(verdicts.Measurement(value=value, ci95=ci, p=p))
     if recomputed != record["verdict"]:
         raise LedgerError(
             f"{rid}: verdict {record['verdict']!r} does not follow from the data; the rule gives {recomputed!r}"
@@ -244,14 +249,26 @@ def format_paper(paper: dict | None) -> str:
     return text
 
 
+def verdict_counts(records: list[dict], verdict_of: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+    """Per kind, how many records carry each outcome (`verdict_of`: e.g. the adjusted
+    verdicts by id; default the records' own)."""
+    counts = {kind: dict.fromkeys(verdicts.OUTCOMES, 0) for kind in KINDS}
+    for r in records:
+        counts[r["kind"]][(verdict_of or {}).get(r["id"], r["verdict"])] += 1
+    return counts
+
+
+def format_counts(counts: dict[str, int]) -> str:
+    """'12 hold, 3 fail, 4 inconclusive' (and descriptive records where there are any)."""
+    words = {"holds": "hold", "fails": "fail", "inconclusive": "inconclusive", "descriptive": "descriptive"}
+    return ", ".join(f"{counts[v]} {words[v]}" for v in verdicts.OUTCOMES if counts[v] or v in verdicts.VERDICTS)
+
+
 def format_ours(ours: dict) -> str:
-    text = format_number(ours["value"])
+    text = "not estimable" if ours["value"] is None else format_number(ours["value"])
     if ours.get("ci95"):
         lo, hi = ours["ci95"]
         text += f" [{format_number(lo)}, {format_number(hi)}]"
-    elif ours.get("bracket"):
-        lo, hi = ours["bracket"]
-        text += f" (between {format_number(lo)} and {format_number(hi)})"
     if ours.get("p") is not None:
         text += f", p={format_number(ours['p'])}"
     return text + f" (n={ours['n']})"
@@ -318,6 +335,7 @@ class Ledger:
         *,
         id: str,
         claim: str,
+        kind: str,
         ours: Ours,
         rule: verdicts.Rule,
         paper: str | PaperValue | None = None,
@@ -326,19 +344,22 @@ class Ledger:
     ) -> dict:
         """Judge `ours` with `rule`, store the record, write the file, glue the numbers.
 
-        `paper` is a key of `data/paper_values.yaml` (or a PaperValue), or None when the
-        paper reports no number for this claim; then `source` must name the claim's origin.
+        `kind` is one of `KINDS`. `paper` is a key of `data/paper_values.yaml` (or a
+        PaperValue), or None when the paper reports no number for this claim; then `source`
+        must name the claim's origin.
         """
         if isinstance(paper, str):
             paper = paper_value(paper)
         if paper is None and not source:
             raise LedgerError(f"{id}: without a paper value, give the claim's source")
-        verdict = rule.judge(ours.measurement())
+        origin = source or paper.source if paper is not None else source
+        verdict = rule.verdict(ours.measurement())
         record = {
             "id": id,
             "notebook": self.notebook,
+            "kind": kind,
             "claim": claim,
-            "source": source or paper.source,
+            "source": origin,
             "paper": None if paper is None else paper.as_record(),
             "ours": ours.as_record(),
             "test": rule.describe(),
@@ -360,7 +381,8 @@ class Ledger:
         from myst_nb import glue
 
         rid, ours = record["id"], record["ours"]
-        glue(f"{rid}.value", ours["value"], display=False)
+        if ours["value"] is not None:
+            glue(f"{rid}.value", ours["value"], display=False)
         glue(f"{rid}.n", ours["n"], display=False)
         glue(f"{rid}.verdict", record["verdict"], display=False)
         if ours["ci95"] is not None:
@@ -368,9 +390,6 @@ class Ledger:
             glue(f"{rid}.ci_high", ours["ci95"][1], display=False)
         if ours["p"] is not None:
             glue(f"{rid}.p", ours["p"], display=False)
-        if ours.get("bracket") is not None:
-            glue(f"{rid}.bracket_low", ours["bracket"][0], display=False)
-            glue(f"{rid}.bracket_high", ours["bracket"][1], display=False)
         paper = record["paper"]
         if paper is not None:
             if isinstance(paper["value"], list):
@@ -406,3 +425,30 @@ class Ledger:
                 for r in self.records
             ]
         )
+
+
+def adjusted_verdicts(records: list[dict]) -> dict[str, str]:
+    """The verdict of every record after Holm's correction over the family of all records
+    whose rule is a significance test (`Rule.is_significance_test`): each such rule is
+    judged again with its Holm-adjusted p-value against its own alpha. Records of other
+    rules keep their verdict.
+
+    Holm rather than Benjamini-Hochberg: each verdict is read on its own, as a statement
+    about one claim, so the book controls the chance of any false verdict among them (the
+    family-wise error), and Holm does so whatever the dependence between tests that share
+    models and data."""
+    tested = {
+        r["id"]: r["ours"]["p"]
+        for r in records
+        if rule_from_dict(r["rule"]).is_significance_test and r["ours"]["value"] is not None
+    }
+    adjusted_p = verdicts.holm_adjusted(tested)
+    out = {}
+    for r in records:
+        if r["id"] in adjusted_p:
+            rule = rule_from_dict(r["rule"])
+            m = verdicts.Measurement(value=r["ours"]["value"], p=adjusted_p[r["id"]])
+            out[r["id"]] = rule.verdict(m)
+        else:
+            out[r["id"]] = r["verdict"]
+    return out

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from . import devices
@@ -152,7 +153,7 @@ def low_rank_parameters(fit: AffineMap, rank: int) -> int:
 
 
 def token_batches(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     batch_sequences: int = 16,

@@ -1,57 +1,208 @@
-"""Model phase transitions under compression (Ma et al. 2026), our reconstruction of the fit.
+"""Model phase transitions under compression (Ma et al. 2026): a calibrated detector.
 
-Ma et al. describe perplexity as a function of the compression ratio s as gradual
-(power-law) degradation up to a critical ratio s0 followed by exponential collapse. Their
-exact parametrisation is not published; we fit, in log-perplexity y = log PPL,
+Ma et al. describe a metric (perplexity) against the compression ratio s as gradual
+degradation up to a critical ratio s0, then collapse. Their fitting procedure is not
+published; this is our reconstruction, built so that its verdicts can fail and its error
+rates are known. In log-metric y = log P we compare two models:
 
-    y(s) = y0 + a * s**b                    for s <= s0   (power law, a >= 0, b >= 1)
-    y(s) = y0 + a * s0**b + lam * (s - s0)  for s >  s0   (exponential: PPL ~ e^(lam s))
+    smooth (no transition):  y = c0 + c1 h(s)
+    transition at s0:        y = c0 + c1 h(s) + lam (s - s0)_+        (lam > 0)
 
-continuous at s0. For fixed (s0, b) the model is linear in (y0, a, lam), so we profile
-over a grid of s0 and b and solve each least-squares problem in closed form, with the
-sign constraints enforced by an active-set enumeration. The global optimum on the grid is
-found exactly and deterministically: no starting point, no local minima.
+where h ranges over a dictionary of smooth increasing shapes (power laws s^b, exponentials
+e^(ks), the divergence (1 - s)^-p and -log(1 - s)), c1 >= 0, and (x)_+ = max(x, 0). A
+transition is a kink: the slope of log P jumps by lam at s0, which no smooth shape of the
+dictionary can imitate. For a fixed shape and s0 both models are linear in their
+coefficients, so they are fitted exactly by least squares over a grid of shapes and s0.
 
-A transition counts only if the collapse is steeper than the gradual regime at s0
-(lam > dy/ds just left of s0) and the two-regime model beats a single power law on the
-Bayesian information criterion; otherwise the curve shows no phase transition within the
-measured range and `s0` is None. With five or fewer points the exponent b is fixed at 1
-(a two-segment fit), since five parameters cannot be identified from so few.
+Detection is a likelihood-ratio test: F = (RSS_smooth - RSS_transition) / RSS_transition,
+whose null distribution (the best smooth fit plus Gaussian noise of the residual variance)
+is simulated by a parametric bootstrap; a transition is reported when p < alpha. The false-
+positive rate on smooth curves is therefore alpha by construction for curves in the
+dictionary, and it is measured on others in the tests and the chapter.
+
+s0 is located by profile likelihood: the 95% interval is every s0 whose best transition fit
+is not worse than the optimum by more than the F(1, n - 5) quantile allows (five parameters:
+c0, c1, lam, the shape and s0). With fewer than `MIN_POINTS` points the transition model has
+no residual degrees of freedom and s0 is reported as not identifiable.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from scipy import stats
 
-S0_STEP = 0.001
-B_GRID = np.linspace(1.0, 8.0, 29)
+S0_STEP = 0.01
+MIN_POINTS = 6  # five parameters, and at least one residual degree of freedom
+ALPHA = 0.05
+N_NULL_SIMULATIONS = 99
+Outcome = Literal["transition", "smooth", "not identifiable"]
 
 
 class PhaseFitError(ValueError):
-    """Input that cannot be fitted: too few points, non-finite or non-positive metric."""
+    """Input that cannot be fitted: non-finite or non-positive metric, ratios outside [0, 1)."""
+
+
+def _power(b: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda s: s**b
+
+
+def _exponential(k: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda s: np.expm1(k * s)
+
+
+def _divergence(p: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda s: (1 - s) ** -p - 1
+
+
+# The smooth dictionary: increasing shapes that are 0 at s = 0.
+SHAPES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    **{f"s^{b:g}": _power(b) for b in (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)},
+    **{f"exp({k:g}s)": _exponential(k) for k in (2.0, 4.0, 8.0, 16.0, 32.0)},
+    "-log(1-s)": lambda s: -np.log1p(-s),
+    **{f"(1-s)^-{p:g}": _divergence(p) for p in (0.5, 1.0, 2.0, 4.0)},
+}
+
+
+def _shape(name: str, s: np.ndarray, top: float) -> np.ndarray:
+    """Shape `name` at s, scaled to 1 at the ratio `top` (for conditioning only)."""
+    return SHAPES[name](s) / max(float(SHAPES[name](np.array(top))), 1e-300)
+
+
+def _shapes(s: np.ndarray) -> np.ndarray:
+    """Every shape of the dictionary at s, scaled to 1 at the largest ratio: (shapes, n)."""
+    return np.array([_shape(name, s, s.max()) for name in SHAPES])
+
+
+def _least_squares(design: np.ndarray, y: np.ndarray, constrained: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Best coefficients (..., k, r) and RSS (..., r) of the r curves in the columns of y
+    (n, r) on each design (..., n, k), with the columns in `constrained` held >= 0: every
+    subset of them is tried and the best feasible solution kept (exact for so few
+    constrained columns). All designs and curves are solved together through the normal
+    equations: RSS = y'y - (X'y)' b."""
+    *batch, n, k = design.shape
+    flat = design.reshape(-1, n, k)
+    r = y.shape[1]
+    yy = np.sum(y**2, axis=0)
+    best_rss = np.full((len(flat), r), np.inf)
+    best_coef = np.zeros((len(flat), k, r))
+    for dropped in range(2 ** len(constrained)):
+        gone = {c for i, c in enumerate(constrained) if dropped >> i & 1}
+        active = [j for j in range(k) if j not in gone]
+        x = flat[..., active]  # (d, n, a)
+        inverse = np.linalg.inv(np.swapaxes(x, 1, 2) @ x + 1e-12 * np.eye(len(active)))
+        xty = (np.swapaxes(x, 1, 2).reshape(-1, n) @ y).reshape(len(flat), len(active), r)
+        coef_active = inverse @ xty
+        rss = np.maximum(yy - np.sum(xty * coef_active, axis=1), 0.0)
+        coef = np.zeros((len(flat), k, r))
+        coef[:, active] = coef_active
+        feasible = np.all(coef[:, list(constrained)] >= -1e-12, axis=1)
+        better = feasible & (rss < best_rss)
+        best_rss = np.where(better, rss, best_rss)
+        best_coef = np.where(better[:, None, :], coef, best_coef)
+    return best_coef.reshape(*batch, k, r), best_rss.reshape(*batch, r)
+
+
+def _smooth_designs(s: np.ndarray) -> tuple[list[tuple[str, ...]], np.ndarray]:
+    """The smooth model's designs: an intercept and one shape, or a non-negative mixture
+    of two (so that s^2.5 or e^(5s), between the dictionary's entries, is smooth too).
+    Returns the shape names of each design and the designs (d, n, 3); a single shape has a
+    zero third column."""
+    names = list(SHAPES)
+    shapes = _shapes(s)
+    zero = np.zeros_like(s)
+    terms: list[tuple[str, ...]] = []
+    designs = []
+    for i, first in enumerate(names):
+        terms.append((first,))
+        designs.append(np.stack([np.ones_like(s), shapes[i], zero], axis=-1))
+        for j in range(i + 1, len(names)):
+            terms.append((first, names[j]))
+            designs.append(np.stack([np.ones_like(s), shapes[i], shapes[j]], axis=-1))
+    return terms, np.array(designs)
+
+
+@dataclass(frozen=True)
+class _Fits:
+    """Both models fitted to r curves at once (the observed one and simulated ones)."""
+
+    smooth_rss: np.ndarray  # (r,)
+    smooth_fitted: np.ndarray  # (n, r)
+    smooth_best: tuple[np.ndarray, np.ndarray]  # per curve: design index, coefficients (r, 3)
+    transition_rss: np.ndarray  # (r,) best over shapes and s0
+    profile: np.ndarray  # (g, r): best transition RSS at each s0 of the grid
+    transition_best: tuple[np.ndarray, np.ndarray, np.ndarray]  # per curve: shape, s0 index, coefficients (r, 3)
+
+
+def _fit_both(s: np.ndarray, y: np.ndarray, s0_grid: np.ndarray) -> _Fits:
+    """The smooth model (mixtures of up to two shapes) and the transition model (one shape
+    and a hinge at each s0 of the grid) fitted to every column of y."""
+    n, pick = len(s), np.arange(y.shape[1])
+    _, smooth_designs = _smooth_designs(s)
+    coef, rss = _least_squares(smooth_designs, y, constrained=(1, 2))  # (d, 3, r), (d, r)
+    best = np.argmin(rss, axis=0)
+    smooth_coef = coef[best, :, pick]  # (r, 3)
+    smooth_fitted = np.einsum("rnk,rk->nr", smooth_designs[best], smooth_coef)
+
+    shapes = _shapes(s)
+    hinge = np.maximum(s[None, :] - s0_grid[:, None], 0.0)  # (g, n)
+    design = np.stack(
+        [
+            np.ones((len(shapes), len(s0_grid), n)),
+            np.broadcast_to(shapes[:, None, :], (len(shapes), len(s0_grid), n)),
+            np.broadcast_to(hinge[None], (len(shapes), len(s0_grid), n)),
+        ],
+        axis=-1,
+    )  # (h, g, n, 3)
+    t_coef, t_rss = _least_squares(design, y, constrained=(1, 2))  # (h, g, 3, r), (h, g, r)
+    profile = t_rss.min(axis=0)  # (g, r)
+    shape_index, s0_index = np.unravel_index(t_rss.reshape(-1, y.shape[1]).argmin(axis=0), t_rss.shape[:2])
+    return _Fits(
+        rss.min(axis=0),
+        smooth_fitted,
+        (best, smooth_coef),
+        profile.min(axis=0),
+        profile,
+        (shape_index, s0_index, t_coef[shape_index, s0_index, :, pick]),
+    )
+
+
+def _statistic(fits: _Fits, floor: float) -> np.ndarray:
+    return (fits.smooth_rss - fits.transition_rss) / np.maximum(fits.transition_rss, floor)
 
 
 @dataclass(frozen=True)
 class PhaseFit:
-    """The fitted curve and the critical ratio s0 (None: no transition in range)."""
+    """The detector's answer for one curve.
 
+    outcome: "transition", "smooth" (no transition detected at level alpha), or "not
+    identifiable" (too few points to tell). For a transition, s0 is the best-fitting
+    critical ratio and `interval` its 95% profile-likelihood interval; `p` is the
+    bootstrap p-value of the test for a transition (None when not identifiable). The
+    fitted curve is c0 + sum_i c_i shape_i(s) (+ lam (s - s0)_+ for a transition), with
+    `terms` the shapes' names and `coefficients` (c0, c_1, ..., lam)."""
+
+    outcome: Outcome
     s0: float | None
-    y0: float
-    a: float
-    b: float
-    lam: float
-    rss: float
+    interval: tuple[float, float] | None
+    p: float | None
     ratios: tuple[float, ...]
-    bracket: tuple[float, float] | None
+    terms: tuple[str, ...] = ()
+    coefficients: tuple[float, ...] = ()
 
     def log_predict(self, s) -> np.ndarray:
+        """The fitted log-metric at ratios `s`."""
+        if not self.coefficients:
+            raise PhaseFitError("a curve that was not identifiable has no fitted model")
         s = np.asarray(s, dtype=float)
-        if self.s0 is None:
-            return self.y0 + self.a * s**self.b
-        gradual = self.y0 + self.a * np.minimum(s, self.s0) ** self.b
-        return gradual + self.lam * np.maximum(s - self.s0, 0.0)
+        c0, *weights, lam = self.coefficients
+        y = np.full_like(s, c0)
+        for term, weight in zip(self.terms, weights, strict=True):
+            y += weight * _shape(term, s, max(self.ratios))
+        return y if self.s0 is None else y + lam * np.maximum(s - self.s0, 0.0)
 
     def predict(self, s) -> np.ndarray:
         """The fitted metric (e.g. perplexity) at ratios `s`."""
@@ -71,104 +222,93 @@ def _validate(ratios, metric) -> tuple[np.ndarray, np.ndarray]:
         )
     if len(np.unique(s)) != len(s):
         raise PhaseFitError("compression ratios must be distinct")
-    if len(s) < 4:
-        raise PhaseFitError(f"a phase-transition fit needs at least 4 points, got {len(s)}")
     order = np.argsort(s)
     return s[order], m[order]
 
 
-def _profile_rss(s: np.ndarray, y: np.ndarray, s0: np.ndarray, b: float):
-    """Best (y0, a, lam) and RSS for each candidate s0 at exponent b, with a, lam >= 0.
-
-    Columns: intercept, gradual term min(s, s0)^b, collapse term max(s - s0, 0).
-    The sign constraints are handled by fitting every subset of the two constrained
-    columns and keeping the best solution whose coefficients are feasible.
-    """
-    g = len(s0)
-    gradual = np.minimum(s[None, :], s0[:, None]) ** b  # (g, n)
-    collapse = np.maximum(s[None, :] - s0[:, None], 0.0)  # (g, n)
-    ones = np.ones_like(gradual)
-    design = np.stack([ones, gradual, collapse], axis=-1)  # (g, n, 3)
-    best_rss = np.full(g, np.inf)
-    best_coef = np.zeros((g, 3))
-    for active in ((0, 1, 2), (0, 1), (0, 2), (0,)):
-        X = design[:, :, active]
-        XtX = X.transpose(0, 2, 1) @ X
-        Xty = X.transpose(0, 2, 1) @ y
-        # a tiny ridge keeps degenerate designs (e.g. s0 below every point) solvable
-        coef = np.linalg.solve(XtX + 1e-12 * np.eye(len(active)), Xty[..., None])[..., 0]
-        full = np.zeros((g, 3))
-        full[:, active] = coef
-        feasible = np.all(full[:, 1:] >= -1e-12, axis=1)
-        resid = y[None, :] - np.einsum("gnk,gk->gn", design, full)
-        rss = np.where(feasible, np.sum(resid**2, axis=1), np.inf)
-        better = rss < best_rss - 1e-15
-        best_rss[better] = rss[better]
-        best_coef[better] = full[better]
-    return best_rss, best_coef
-
-
-def _best_over_b(s, y, s0_grid, b_grid):
-    """(rss, s0, b, coef) minimising the RSS over the grids."""
-    best = (np.inf, None, None, None)
-    for b in b_grid:
-        rss, coef = _profile_rss(s, y, s0_grid, b)
-        i = int(np.argmin(rss))
-        if rss[i] < best[0] - 1e-12:
-            best = (float(rss[i]), float(s0_grid[i]), float(b), coef[i])
-    return best
-
-
-def _bic(rss: float, n: int, k: int, floor: float) -> float:
-    return n * np.log(max(rss, floor) / n) + k * np.log(n)
-
-
-def fit_phase_transition(ratios, metric) -> PhaseFit:
-    """Fit the piecewise power-law + exponential model to a metric curve (e.g. perplexity
-    against sparsity) and locate the critical ratio s0. See the module docstring.
-
-    The piecewise model is preferred over a single power law (no transition) only when
-    its collapse is steeper than the gradual regime at s0 and it wins on the Bayesian
-    information criterion, so that a smooth curve is not cut in two by noise."""
+def fit_phase_transition(
+    ratios, metric, alpha: float = ALPHA, simulations: int = N_NULL_SIMULATIONS, seed: int = 0
+) -> PhaseFit:
+    """Test a metric curve (e.g. perplexity against sparsity) for a phase transition and
+    locate it; see the module docstring. `simulations` null curves calibrate the test
+    (seeded: the same curve always gives the same answer)."""
     s, m = _validate(ratios, metric)
+    names = list(SHAPES)
+    if len(s) < MIN_POINTS:
+        return PhaseFit("not identifiable", None, None, None, tuple(s.tolist()))
     y = np.log(m)
+    # each regime keeps at least two measured points: a kink with one point on a side
+    # cannot be told from curvature at that point
+    s0_grid = np.arange(s[1], s[-2] + S0_STEP / 2, S0_STEP)
+    observed = _fit_both(s, y[:, None], s0_grid)
+    floor = 1e-12 * max(float(np.sum((y - y.mean()) ** 2)), 1e-300)
+    statistic = float(_statistic(observed, floor)[0])
+
+    # the null: the best smooth fit plus Gaussian noise with the smooth fit's residual variance
     n = len(s)
-    b_grid = B_GRID if n > 5 else np.array([1.0])
-    n_shape = 0 if n <= 5 else 1  # b is a fitted parameter only on the larger grid
-    # each regime keeps at least two measured points
-    s0_grid = np.arange(s[1], s[-2], S0_STEP)
-    if len(s0_grid) == 0:
-        s0_grid = np.array([s[1]])
-    rss_p, s0, b_p, (y0_p, a_p, lam) = _best_over_b(s, y, s0_grid, b_grid)
-    # no transition: the collapse column is zero everywhere when s0 is the largest ratio
-    rss_1, _, b_1, (y0_1, a_1, _) = _best_over_b(s, y, np.array([s[-1]]), b_grid)
+    sigma = np.sqrt(max(float(observed.smooth_rss[0]), floor) / (n - 3))
+    rng = np.random.default_rng(seed)
+    null_curves = observed.smooth_fitted + sigma * rng.standard_normal((n, simulations))
+    null_statistics = _statistic(_fit_both(s, null_curves, s0_grid), floor)
+    p = float((1 + np.sum(null_statistics >= statistic)) / (simulations + 1))
 
-    floor = 1e-10 * max(float(np.sum((y - y.mean()) ** 2)), 1e-300)
-    slope_left = a_p * b_p * s0 ** (b_p - 1)
-    piecewise_wins = _bic(rss_p, n, 4 + n_shape, floor) < _bic(rss_1, n, 2 + n_shape, floor)
-    if lam > slope_left and piecewise_wins:
-        s0 = round(s0, 6)
-        bracket = (float(s[s <= s0].max()), float(s[s > s0].min()))
-        return PhaseFit(s0, float(y0_p), float(a_p), b_p, float(lam), rss_p, tuple(s.tolist()), bracket)
-    return PhaseFit(None, float(y0_1), float(a_1), b_1, 0.0, rss_1, tuple(s.tolist()), None)
+    ratios = tuple(s.tolist())
+    shape_index, s0_index, coefs = observed.transition_best
+    c0, c1, lam = (float(c) for c in coefs[0])
+    if p >= alpha or lam <= 0:
+        terms, _ = _smooth_designs(s)
+        design_index, smooth_coef = observed.smooth_best
+        chosen = terms[design_index[0]]
+        weights = [float(w) for w in smooth_coef[0, 1 : 1 + len(chosen)]]
+        return PhaseFit("smooth", None, None, p, ratios, chosen, (float(smooth_coef[0, 0]), *weights, 0.0))
+    s0 = float(s0_grid[s0_index[0]])
+    profile = observed.profile[:, 0]
+    df = n - 5
+    inside = s0_grid[profile <= profile.min() * (1 + stats.f.ppf(0.95, 1, df) / df)]
+    interval = (round(float(inside.min()), 6), round(float(inside.max()), 6))
+    return PhaseFit("transition", round(s0, 6), interval, p, ratios, (names[shape_index[0]],), (c0, c1, lam))
 
 
-def bootstrap_s0(ratios, replicates: np.ndarray, level: float = 0.95) -> tuple[tuple[float, float] | None, float]:
-    """Percentile interval of s0 over replicate curves (rows of `replicates`, e.g. the
-    metric recomputed on bootstrap resamples of the evaluation set).
+def flagged_share(curves: np.ndarray, ratios, alpha: float = ALPHA) -> float:
+    """Share of curves (rows: metric values at `ratios`) in which a transition is detected:
+    on curves without one, the false-positive rate; on curves with one, the power."""
+    outcomes = [fit_phase_transition(ratios, row, alpha=alpha, seed=i).outcome for i, row in enumerate(curves)]
+    return float(np.mean([o == "transition" for o in outcomes]))
 
-    Returns (interval or None, share of replicates that showed a transition)."""
-    replicates = np.asarray(replicates, dtype=float)
-    if replicates.ndim != 2 or replicates.shape[1] != len(ratios):
-        raise PhaseFitError(f"replicates must have shape (B, {len(ratios)}), got {replicates.shape}")
-    s0s = []
-    for row in replicates:
-        fit = fit_phase_transition(ratios, row)
-        if fit.s0 is not None:
-            s0s.append(fit.s0)
-    share = len(s0s) / len(replicates)
-    if len(s0s) < 2:
-        return None, share
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(s0s, [tail, 100 - tail])
-    return (float(lo), float(hi)), share
+
+# Log-metric curves without a transition, for measuring the false-positive rate: smooth rises
+# of the kinds the literature fits, two of them between the dictionary's entries.
+SMOOTH_FAMILIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "power law 3 s^2": lambda s: 3 * s**2,
+    "power law 1 + 2 s^2.5": lambda s: 1 + 2 * s**2.5,
+    "exponential 1 + 0.05 e^(5s)": lambda s: 1 + 0.05 * np.exp(5 * s),
+    "divergence 2 + 0.05 / (1 - s)": lambda s: 2 + 0.05 / (1 - s),
+}
+
+
+def kinked(s, s0: float, lam: float) -> np.ndarray:
+    """A log-metric with a planted transition: 2 + s^2, whose slope jumps by `lam` at s0."""
+    s = np.asarray(s, dtype=float)
+    return 2 + s**2 + lam * np.maximum(s - s0, 0.0)
+
+
+def noisy_curves(log_metric, ratios, n: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """n metric curves exp(log_metric(s) + e) at `ratios`, e Gaussian with sd `noise`: (n, len(ratios))."""
+    s = np.asarray(ratios, dtype=float)
+    return np.exp(log_metric(s)[None, :] + rng.normal(0.0, noise, (n, len(s))))
+
+
+def smooth_rss(ratios, metric) -> float:
+    """The residual sum of squares (in log-metric) of the best smooth fit: how well a curve
+    without any transition explains the points."""
+    s, m = _validate(ratios, metric)
+    return float(_fit_both(s, np.log(m)[:, None], np.array([s[-1]])).smooth_rss[0])
+
+
+def transition_profile(ratios, metric, s0_grid=None) -> tuple[np.ndarray, np.ndarray]:
+    """The best residual sum of squares (in log-metric) of the transition model with its
+    kink at each s0 of `s0_grid` (default: every step strictly inside the measured range).
+    Where the profile is flat, the points cannot tell those critical ratios apart."""
+    s, m = _validate(ratios, metric)
+    grid = np.arange(s[0] + S0_STEP, s[-1], S0_STEP) if s0_grid is None else np.asarray(s0_grid, dtype=float)
+    return grid, _fit_both(s, np.log(m)[:, None], grid).profile[:, 0]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from . import components, devices
 from .hooks import replace_block_output, residual_stream
@@ -27,7 +28,7 @@ from .moments import RESOLUTION, CrossMoments, DegenerateMomentsError, token_bat
 
 @torch.no_grad()
 def next_token_moments(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     layers: list[int] | None = None,
@@ -161,7 +162,7 @@ def rank_for_variance(cov: torch.Tensor, share: float) -> int:
 
 
 @contextmanager
-def reconstructed_stream(model, layer: int, keep: torch.Tensor, mean: torch.Tensor) -> Iterator[None]:
+def reconstructed_stream(model: nn.Module, layer: int, keep: torch.Tensor, mean: torch.Tensor) -> Iterator[None]:
     """The residual stream leaving block `layer` is replaced by its reconstruction from
     the kept variates (`keep_variates`), around the stream's mean: h -> mean + P (h - mean)."""
     device = devices.input_device(model)

@@ -7,7 +7,15 @@ Every rule returns one of three verdicts:
 - ``holds``: the data support the claim under the rule;
 - ``fails``: the data contradict it;
 - ``inconclusive``: the data are compatible with both (typically a confidence interval
-  that straddles the boundary the rule draws).
+  that straddles the boundary the rule draws), or the quantity cannot be estimated from
+  the data at all (a measurement whose value is None, e.g. a critical ratio that a curve of
+  too few points cannot identify).
+
+One more outcome is not a verdict: ``descriptive``, for a record that reports a number
+beside a paper's without testing it, because the two do not measure the same object
+(`Describe`).
+
+Every rule class has a test in which it fails on planted data (tests/test_verdicts.py).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from dataclasses import dataclass
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
+DESCRIPTIVE = "descriptive"
+OUTCOMES = (*VERDICTS, DESCRIPTIVE)  # what a ledger record may carry
 
 
 class RuleError(ValueError):
@@ -26,21 +36,25 @@ class RuleError(ValueError):
 
 @dataclass(frozen=True)
 class Measurement:
-    """What a rule looks at: our value, its 95% interval and p-value where they exist."""
+    """What a rule looks at: our value (None: not estimable from the data), its 95% interval
+    and p-value where they exist."""
 
-    value: float
+    value: float | None
     ci95: tuple[float, float] | None = None
     p: float | None = None
-    bracket: tuple[float, float] | None = None
 
-    def interval(self, rule: str, kind: str = "ci95") -> tuple[float, float]:
-        """The 95% CI, or with kind="bracket" the interval between the two measured grid
-        points that enclose an estimate (for quantities located on a grid)."""
-        interval = self.bracket if kind == "bracket" else self.ci95
-        if interval is None:
-            what = "bracketing interval" if kind == "bracket" else "95% confidence interval"
-            raise RuleError(f"rule {rule} needs a {what}, and none was given")
-        return interval
+    def number(self, rule: str) -> float:
+        """The value, which rule `rule` needs (a value that could not be estimated has no
+        judgement: `Rule.verdict` makes it inconclusive before any rule sees it)."""
+        if self.value is None:
+            raise RuleError(f"rule {rule} needs a value, and the quantity was not estimable")
+        return self.value
+
+    def interval(self, rule: str) -> tuple[float, float]:
+        """The 95% CI, which rule `rule` needs."""
+        if self.ci95 is None:
+            raise RuleError(f"rule {rule} needs a 95% confidence interval, and none was given")
+        return self.ci95
 
 
 class Rule(ABC):
@@ -52,7 +66,17 @@ class Rule(ABC):
 
     @abstractmethod
     def judge(self, m: Measurement) -> str:
-        """The verdict for measurement `m`."""
+        """The verdict for measurement `m` (whose value is a number)."""
+
+    def verdict(self, m: Measurement) -> str:
+        """The verdict for `m`: inconclusive when the quantity could not be estimated,
+        else the rule's judgement."""
+        return INCONCLUSIVE if m.value is None else self.judge(m)
+
+    @property
+    def is_significance_test(self) -> bool:
+        """Whether the verdict rests on a p-value (and so needs a multiplicity correction)."""
+        return False
 
 
 def _fmt(x: float) -> str:
@@ -82,7 +106,7 @@ class InRange(Rule):
 
     def judge(self, m: Measurement) -> str:
         if not self.use_ci:
-            return HOLDS if self.low <= m.value <= self.high else FAILS
+            return HOLDS if self.low <= m.number("InRange") <= self.high else FAILS
         lo, hi = m.interval("InRange(use_ci=True)")
         if self.low <= lo and hi <= self.high:
             return HOLDS
@@ -93,25 +117,22 @@ class InRange(Rule):
 
 @dataclass(frozen=True)
 class Overlaps(Rule):
-    """Our interval shares at least one point with the claimed range [low, high]; fails
-    when the two are disjoint. ``on="ci95"`` uses the 95% CI; ``on="bracket"`` the grid
-    interval that encloses an estimate located on a grid of measured points (the data
-    cannot place it more finely than that)."""
+    """Our 95% CI shares at least one point with the claimed range [low, high]; fails when
+    the two are disjoint. Weaker than `InRange(use_ci=True)`: use it only where a wide
+    interval is no evidence against the claim."""
 
     low: float
     high: float
-    on: str = "ci95"
 
     def __post_init__(self):
-        if self.on not in ("ci95", "bracket"):
-            raise RuleError(f"Overlaps works on 'ci95' or 'bracket', got {self.on!r}")
+        if not self.low <= self.high:
+            raise RuleError(f"Overlaps needs low <= high, got [{self.low}, {self.high}]")
 
     def describe(self) -> str:
-        what = "95% CI" if self.on == "ci95" else "bracketing grid interval"
-        return f"our {what} overlaps the claimed range [{_fmt(self.low)}, {_fmt(self.high)}]"
+        return f"our 95% CI overlaps the claimed range [{_fmt(self.low)}, {_fmt(self.high)}]"
 
     def judge(self, m: Measurement) -> str:
-        lo, hi = m.interval("Overlaps", self.on)
+        lo, hi = m.interval("Overlaps")
         return HOLDS if lo <= self.high and hi >= self.low else FAILS
 
 
@@ -161,7 +182,7 @@ class Exceeds(Rule):
         return f"our value is {side} {_fmt(self.threshold)} (judged on the 95% CI when there is one)"
 
     def judge(self, m: Measurement) -> str:
-        lo, hi = m.ci95 if m.ci95 is not None else (m.value, m.value)
+        lo, hi = m.ci95 if m.ci95 is not None else (m.number("Exceeds"), m.number("Exceeds"))
         if self.direction == "less":
             lo, hi = -hi, -lo
             t = -self.threshold
@@ -198,7 +219,11 @@ class SignificantSign(Rule):
             raise RuleError("SignificantSign needs a p-value, and none was given")
         if m.p >= self.alpha:
             return INCONCLUSIVE
-        return HOLDS if math.copysign(1, m.value) == self.sign else FAILS
+        return HOLDS if math.copysign(1, m.number("SignificantSign")) == self.sign else FAILS
+
+    @property
+    def is_significance_test(self) -> bool:
+        return True
 
 
 @dataclass(frozen=True)
@@ -217,4 +242,39 @@ class WithinTolerance(Rule):
         return f"|ours - {_fmt(self.target)}| <= {self.rel_tol:.0%} of {_fmt(abs(self.target))}"
 
     def judge(self, m: Measurement) -> str:
-        return HOLDS if abs(m.value - self.target) <= self.rel_tol * abs(self.target) else FAILS
+        value = m.number("WithinTolerance")
+        return HOLDS if abs(value - self.target) <= self.rel_tol * abs(self.target) else FAILS
+
+
+@dataclass(frozen=True)
+class Describe(Rule):
+    """No test: our number is shown beside the paper's, which measures a different object
+    (another model, another definition); `reason` says why they cannot be compared."""
+
+    reason: str
+
+    def __post_init__(self):
+        if not self.reason.strip():
+            raise RuleError("Describe needs the reason why the numbers are not compared")
+
+    def describe(self) -> str:
+        return f"descriptive, no verdict: {self.reason}"
+
+    def judge(self, m: Measurement) -> str:
+        return DESCRIPTIVE
+
+    def verdict(self, m: Measurement) -> str:
+        return DESCRIPTIVE
+
+
+def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values (keys: claim ids): the adjusted
+    p-values, each compared with the same alpha, control the chance of any false rejection
+    in the family at alpha under any dependence between the tests."""
+    order = sorted(p_values, key=p_values.__getitem__)
+    m = len(order)
+    adjusted, running = {}, 0.0
+    for i, key in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p_values[key]))
+        adjusted[key] = running
+    return adjusted

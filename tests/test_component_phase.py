@@ -33,7 +33,7 @@ def _sweep():
                     "layer": 0,
                     "head": head,
                     "ratio": s,
-                    "language": 10 * np.exp(0.05 * s**2 + collapse),
+                    "language": 10 * np.exp(0.5 * s**2 + collapse),
                     "copy": 1.0 + 1e-4 * np.sin(37 * s),
                 }
             )  # flat: never collapses
@@ -43,7 +43,10 @@ def _sweep():
 def test_a_collapsing_head_gets_its_s0_and_flat_metrics_get_none():
     critical = critical_ratios(_sweep(), ["layer", "head"], ["language", "copy"])
     row = critical.query("head == 0 and metric == 'language'").iloc[0]
-    assert row.bracket_low <= row.s0 < row.bracket_high and row.bracket_high - row.bracket_low == pytest.approx(0.1)
+    assert row.outcome == "transition" and row.p < 0.05
+    assert row.interval_low <= 0.55 <= row.interval_high
+    outcomes = critical.set_index(["head", "metric"])["outcome"]
+    assert outcomes[(1, "language")] == "smooth" and outcomes[(0, "copy")] == "flat"
     s0 = s0_table(critical, ["layer", "head"])
     assert list(s0.columns) == ["language", "copy"]
     assert s0.loc[(0, 0), "language"] == pytest.approx(0.55, abs=0.01)

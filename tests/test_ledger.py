@@ -5,9 +5,18 @@ import json
 
 import pytest
 
-from cgclib.ledger import Ledger, LedgerError, Ours, load_results, validate_record
+from cgclib.ledger import (
+    Ledger,
+    LedgerError,
+    Ours,
+    adjusted_verdicts,
+    format_ours,
+    load_results,
+    validate_record,
+    verdict_counts,
+)
 from cgclib.paper_values import paper_value
-from cgclib.verdicts import Equivalence, Exceeds, InRange, Overlaps
+from cgclib.verdicts import Describe, Equivalence, Exceeds, InRange, Overlaps, SignificantSign
 
 
 def _ledger(tmp_path):
@@ -18,6 +27,7 @@ def _record(tmp_path, **overrides):
     ledger = _ledger(tmp_path)
     kwargs = dict(
         id="demo.rho",
+        kind="paper claim",
         claim="Density is orthogonal to Wanda importance.",
         ours=Ours(value=-0.05, ci95=(-0.15, 0.06), p=0.4, n=48, setting="testbed-gpt2, seed 0"),
         rule=Equivalence(0.2),
@@ -84,14 +94,18 @@ def test_schema_errors_name_the_problem(tmp_path, mutate, message):
 def test_duplicate_ids_are_refused(tmp_path):
     ledger, _ = _record(tmp_path)
     with pytest.raises(LedgerError, match="duplicate"):
-        ledger.record(id="demo.rho", claim="again", ours=Ours(0.0, 1, "s"), rule=Exceeds(-1.0), source="test")
+        ledger.record(
+            kind="paper claim", id="demo.rho", claim="again", ours=Ours(0.0, 1, "s"), rule=Exceeds(-1.0), source="test"
+        )
 
 
 def test_a_claim_without_paper_value_needs_a_source(tmp_path):
     ledger = _ledger(tmp_path)
     with pytest.raises(LedgerError, match="source"):
-        ledger.record(id="demo.x", claim="c", ours=Ours(1.0, 1, "s"), rule=Exceeds(0.0))
-    record = ledger.record(id="demo.x", claim="c", ours=Ours(1.0, 1, "s"), rule=Exceeds(0.0), source="this book")
+        ledger.record(kind="paper claim", id="demo.x", claim="c", ours=Ours(1.0, 1, "s"), rule=Exceeds(0.0))
+    record = ledger.record(
+        kind="paper claim", id="demo.x", claim="c", ours=Ours(1.0, 1, "s"), rule=Exceeds(0.0), source="this book"
+    )
     assert record["paper"] is None and record["verdict"] == "holds"
 
 
@@ -99,17 +113,23 @@ def test_ranges_and_brackets_round_trip(tmp_path):
     ledger = _ledger(tmp_path)
     ledger.record(
         id="demo.s0",
+        kind="paper claim",
         claim="c",
         paper="ma.s0_unstructured",
-        ours=Ours(0.663, 4, "table", bracket=(0.6, 0.7)),
-        rule=Overlaps(0.55, 0.65, on="bracket"),
+        ours=Ours(0.61, 7, "table", ci95=(0.58, 0.63)),
+        rule=Overlaps(0.55, 0.65),
     )
     ledger.record(
-        id="demo.range", claim="c", paper="cgc.density_range", ours=Ours(0.7, 48, "s"), rule=InRange(0.63, 0.80)
+        id="demo.range",
+        kind="paper claim",
+        claim="c",
+        paper="cgc.density_range",
+        ours=Ours(0.7, 48, "s"),
+        rule=InRange(0.63, 0.80),
     )
     records = load_results(ledger.path)
     assert records[0]["paper"]["value"] == [0.55, 0.65]
-    assert records[0]["ours"]["bracket"] == [0.6, 0.7]
+    assert records[0]["ours"]["ci95"] == [0.58, 0.63]
     assert [r["verdict"] for r in records] == ["holds", "holds"]
 
 
@@ -122,9 +142,18 @@ def test_a_new_ledger_starts_a_fresh_file(tmp_path):
 
 def test_each_record_is_on_disk_before_the_next_is_made(tmp_path):
     ledger, _ = _record(tmp_path)
-    ledger.record(id="demo.second", claim="c", ours=Ours(1.0, 1, "s"), rule=Exceeds(0.0), source="x")
+    ledger.record(
+        kind="paper claim", id="demo.second", claim="c", ours=Ours(1.0, 1, "s"), rule=Exceeds(0.0), source="x"
+    )
     with pytest.raises(LedgerError):
-        ledger.record(id="demo.third", claim="c", ours=Ours(float("inf"), 1, "s"), rule=Exceeds(0.0), source="x")
+        ledger.record(
+            kind="paper claim",
+            id="demo.third",
+            claim="c",
+            ours=Ours(float("inf"), 1, "s"),
+            rule=Exceeds(0.0),
+            source="x",
+        )
     assert [r["id"] for r in load_results(ledger.path)] == ["demo.rho", "demo.second"]
 
 
@@ -147,3 +176,69 @@ def test_results_land_in_the_configured_folder(results_dir):
 def test_bad_notebook_names_are_refused(tmp_path):
     with pytest.raises(LedgerError, match="lower-case identifier"):
         Ledger("My Notebook", directory=tmp_path)
+
+
+def test_every_record_has_a_known_kind(tmp_path):
+    _, record = _record(tmp_path)
+    assert record["kind"] == "paper claim"
+    for kind in (None, "claim", ""):
+        forged = copy.deepcopy(record)
+        forged["kind"] = kind
+        with pytest.raises(LedgerError, match="kind must be one of"):
+            validate_record(forged)
+    with pytest.raises(LedgerError, match="kind must be one of"):
+        _record(tmp_path, kind="opinion")
+
+
+def test_a_quantity_that_cannot_be_estimated_is_inconclusive_under_any_rule(tmp_path):
+    for rule in (Equivalence(0.2), InRange(0.5, 0.6, use_ci=True), Overlaps(0.55, 0.65), Exceeds(0.0)):
+        _, record = _record(tmp_path, ours=Ours(value=None, n=4, setting="four points"), rule=rule)
+        assert record["verdict"] == "inconclusive"
+        assert format_ours(record["ours"]).startswith("not estimable")
+    _, record = _record(tmp_path, ours=Ours(value=None, n=4, setting="s"), rule=Equivalence(0.2))
+    forged = copy.deepcopy(record)
+    forged["ours"]["ci95"] = [0.1, 0.2]
+    with pytest.raises(LedgerError, match="not estimable cannot have"):
+        validate_record(forged)
+
+
+def test_a_descriptive_record_carries_no_verdict_and_cannot_be_forged_into_one(tmp_path):
+    rule = Describe("the paper measured GPT-2 Medium, we measure a test bed")
+    _, record = _record(tmp_path, rule=rule)
+    assert record["verdict"] == "descriptive"
+    assert record["test"].startswith("descriptive, no verdict")
+    forged = copy.deepcopy(record)
+    forged["verdict"] = "holds"
+    with pytest.raises(LedgerError, match="does not follow from the data"):
+        validate_record(forged)
+
+
+def _p_record(tmp_path, rid, p, value=-0.3):
+    ledger = Ledger(rid.split(".")[0], directory=tmp_path, glue=False)
+    return ledger.record(
+        id=rid,
+        kind="paper claim",
+        claim="c",
+        ours=Ours(value=value, n=48, setting="s", p=p),
+        rule=SignificantSign(-1),
+        source="x",
+    )
+
+
+def test_holm_correction_turns_marginal_significance_inconclusive(tmp_path):
+    records = [
+        _p_record(tmp_path, "a.strong", 0.001),
+        _p_record(tmp_path, "b.marginal", 0.038),
+        _p_record(tmp_path, "c.weak", 0.2),
+    ]
+    assert [r["verdict"] for r in records] == ["holds", "holds", "inconclusive"]
+    adjusted = adjusted_verdicts(records)
+    # Holm: 3 x 0.001 < 0.05 holds; max(0.003, 2 x 0.038) = 0.076 is not; 0.2 stays inconclusive
+    assert adjusted == {"a.strong": "holds", "b.marginal": "inconclusive", "c.weak": "inconclusive"}
+    counts = verdict_counts(records, adjusted)["paper claim"]
+    assert (counts["holds"], counts["inconclusive"]) == (1, 2)
+
+
+def test_rules_that_are_not_significance_tests_keep_their_verdict(tmp_path):
+    _, record = _record(tmp_path)
+    assert adjusted_verdicts([record]) == {record["id"]: record["verdict"]}

@@ -8,11 +8,13 @@ from cgclib.verdicts import (
     FAILS,
     HOLDS,
     INCONCLUSIVE,
+    Describe,
     Equivalence,
     Exceeds,
     InRange,
     Measurement,
     Overlaps,
+    Rule,
     RuleError,
     SignificantSign,
     WithinTolerance,
@@ -42,15 +44,14 @@ def test_in_range_rejects_reversed_bounds():
         InRange(1.0, 0.0)
 
 
-def test_overlaps_on_bracket_and_ci():
-    rule = Overlaps(0.55, 0.65, on="bracket")
-    assert rule.judge(Measurement(0.663, bracket=(0.6, 0.7))) == HOLDS
-    assert rule.judge(Measurement(0.75, bracket=(0.7, 0.8))) == FAILS
-    with pytest.raises(RuleError, match="bracketing"):
-        rule.judge(Measurement(0.6, ci95=(0.5, 0.7)))
-    assert Overlaps(0.0, 1.0).judge(Measurement(2.0, ci95=(1.0, 3.0))) == HOLDS
+def test_overlaps_on_the_ci():
+    rule = Overlaps(0.55, 0.65)
+    assert rule.judge(Measurement(0.66, ci95=(0.6, 0.7))) == HOLDS
+    assert rule.judge(Measurement(0.75, ci95=(0.7, 0.8))) == FAILS
+    with pytest.raises(RuleError, match="confidence interval"):
+        rule.judge(Measurement(0.6))
     with pytest.raises(RuleError):
-        Overlaps(0, 1, on="value")
+        Overlaps(1, 0)
 
 
 def test_equivalence():
@@ -98,6 +99,35 @@ def test_within_tolerance():
 
 
 def test_descriptions_name_their_parameters():
-    assert "0.55" in Overlaps(0.55, 0.65, on="bracket").describe()
-    assert "bracketing" in Overlaps(0.55, 0.65, on="bracket").describe()
+    assert "0.55" in Overlaps(0.55, 0.65).describe()
     assert "0.2" in Equivalence(0.2).describe()
+
+
+# Planted measurements on which each rule class must fail: a rule that cannot fail is a defect.
+MUST_FAIL = {
+    InRange: (InRange(0.55, 0.65, use_ci=True), Measurement(0.8, ci95=(0.75, 0.85))),
+    Overlaps: (Overlaps(0.55, 0.65), Measurement(0.8, ci95=(0.75, 0.85))),
+    Equivalence: (Equivalence(0.2), Measurement(0.5, ci95=(0.3, 0.7))),
+    Exceeds: (Exceeds(0.0), Measurement(-0.3, ci95=(-0.5, -0.1))),
+    SignificantSign: (SignificantSign(-1), Measurement(0.4, p=0.001)),
+    WithinTolerance: (WithinTolerance(26.68, 0.05), Measurement(40.0)),
+}
+
+
+def test_every_verdict_rule_can_fail():
+    verdict_rules = {cls for cls in Rule.__subclasses__() if cls is not Describe}
+    assert verdict_rules == set(MUST_FAIL), "a rule class without a planted failure"
+    for cls, (rule, measurement) in MUST_FAIL.items():
+        assert rule.verdict(measurement) == FAILS, cls.__name__
+
+
+def test_a_measurement_that_cannot_be_made_is_inconclusive_under_every_rule():
+    for rule, _ in MUST_FAIL.values():
+        assert rule.verdict(Measurement(None)) == INCONCLUSIVE
+
+
+def test_describe_never_gives_a_verdict():
+    rule = Describe("other model")
+    assert rule.verdict(Measurement(0.5)) == rule.verdict(Measurement(None)) == "descriptive"
+    with pytest.raises(RuleError):
+        Describe(" ")

@@ -10,18 +10,29 @@ contents without a results file, or with a malformed one, is reported as a warni
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from docutils import nodes
+from sphinx.domains.std import StandardDomain
 from sphinx.transforms.post_transforms import SphinxPostTransform
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
-from ..ledger import LedgerError, format_ours, format_paper, load_results
+from ..ledger import (
+    KINDS,
+    LedgerError,
+    adjusted_verdicts,
+    format_counts,
+    format_ours,
+    format_paper,
+    load_results,
+    verdict_counts,
+)
 from .chapters import list_chapters
 
 logger = logging.getLogger(__name__)
 NOTEBOOK_PREFIX = "notebooks/"
-COLUMNS = (("Claim", 34), ("Paper", 13), ("Ours", 17), ("Test", 24), ("Verdict", 12))
+COLUMNS = (("Claim", 32), ("Paper", 12), ("Ours", 16), ("Test", 22), ("Verdict", 9), ("Holm", 9))
 
 
 class claims_ledger(nodes.General, nodes.Element):
@@ -70,7 +81,7 @@ class FillClaimsLedger(SphinxPostTransform):
             node.replace_self(self._render(records, node))
 
     def _load_records(self) -> list[tuple[str, dict]]:
-        out = []
+        out: list[tuple[str, dict]] = []
         for doc in _notebook_docs(self.app):
             stem = doc[len(NOTEBOOK_PREFIX) :]
             path = _results_dir(self.app) / f"{stem}.json"
@@ -95,7 +106,8 @@ class FillClaimsLedger(SphinxPostTransform):
         uri = self.app.builder.get_relative_uri(here, doc)
         label = record.get("section")
         if label:
-            target = self.env.get_domain("std").labels.get(label)
+            std = cast(StandardDomain, self.env.get_domain("std"))  # Sphinx registers "std" as a StandardDomain
+            target = std.labels.get(label)
             if target is None:
                 logger.warning(
                     f"claims ledger: record {record['id']!r} names unknown section label {label!r}", location=here
@@ -107,11 +119,22 @@ class FillClaimsLedger(SphinxPostTransform):
         return ref
 
     def _render(self, records: list[tuple[str, dict]], node) -> list[nodes.Node]:
-        counts = {v: sum(r["verdict"] == v for _, r in records) for v in ("holds", "fails", "inconclusive")}
-        summary = _paragraph(
-            f"{len(records)} claims from {len({d for d, _ in records})} chapters: "
-            f"{counts['holds']} hold, {counts['fails']} fail, {counts['inconclusive']} inconclusive."
-        )
+        plain = [r for _, r in records]
+        adjusted = adjusted_verdicts(plain)
+        raw_counts, adjusted_counts = verdict_counts(plain), verdict_counts(plain, adjusted)
+        summary = [_paragraph(f"{len(records)} records from {len({d for d, _ in records})} chapters.")]
+        items = nodes.bullet_list()
+        for kind in KINDS:
+            n = sum(r["kind"] == kind for r in plain)
+            if not n:
+                continue
+            text = f"{kind} ({n}): {format_counts(raw_counts[kind])}"
+            if adjusted_counts[kind] != raw_counts[kind]:
+                text += f"; after Holm's correction {format_counts(adjusted_counts[kind])}"
+            item = nodes.list_item()
+            item += _paragraph(text)
+            items += item
+        summary.append(items)
         table = nodes.table(classes=["claims-ledger"])
         group = nodes.tgroup(cols=len(COLUMNS))
         table += group
@@ -137,11 +160,11 @@ class FillClaimsLedger(SphinxPostTransform):
                 _paragraph(format_ours(record["ours"])), _paragraph(record["ours"]["setting"], ["ledger-setting"])
             )
             row += _cell(_paragraph(record["test"]))
-            verdict = record["verdict"]
-            row += _cell(_paragraph(verdict, [f"verdict-{verdict}"]))
+            for verdict in (record["verdict"], adjusted[record["id"]]):
+                row += _cell(_paragraph(verdict, [f"verdict-{verdict}"]))
             body += row
         group += body
-        return [summary, table]
+        return [*summary, table]
 
 
 def setup(app):

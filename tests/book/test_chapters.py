@@ -46,8 +46,8 @@ DEMO_NOTEBOOK = textwrap.dedent("""\
     from cgclib.ledger import Ledger, Ours
     from cgclib.verdicts import Exceeds
     ledger = Ledger("demo")
-    ledger.record(id="demo.scale", claim="scale is positive", ours=Ours(scale * (seed + 1), 1, label),
-                  rule=Exceeds(0.0), source="test")
+    ledger.record(id="demo.scale", kind="paper claim", claim="scale is positive",
+                  ours=Ours(scale * (seed + 1), 1, label), rule=Exceeds(0.0), source="test")
     ```
 """)
 
@@ -144,3 +144,15 @@ def test_run_writes_a_fresh_folder_per_run(demo_book, capsys):
     folders = sorted((demo_book / "runs" / "demo").iterdir())
     assert len(folders) == 2 and second.directory != first[0]
     assert load_results(first[0] / "demo.json") == records  # the earlier run is untouched
+
+
+def test_papermill_reads_every_parameter_cgc_reads():
+    """papermill parses a parameters cell with its own regular expressions and silently
+    ignores a line it cannot read (an override then never reaches the chapter)."""
+    import jupytext
+    from papermill.translators import PythonTranslator
+
+    for name, chapter in list_chapters(ROOT).items():
+        notebook = jupytext.read(chapter.path)
+        (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+        assert {p.name for p in PythonTranslator.inspect(cell)} == set(chapter.parameters()), name
