@@ -7,7 +7,7 @@ distribution of the features (u_i proportional to E[f_i]):
 - **feature breadth** B = exp(H(u)) / m: the effective number of features the component
   uses, as a share of its dictionary (1/m when one feature does everything, 1 when all are
   used equally);
-- **activation entropy** E = E_x[ H(f(x) / |f(x)|_1) ] / log k: how evenly one input's
+- **activation entropy** E = E_x[ H(f(x) / sum_i f_i(x)) ] / log k: how evenly one input's
   activation spreads over the (at most k) features it uses (0 when one feature carries each
   input, 1 when k features share it equally);
 - **cross-input consistency** C = 1 - JS(u_A, u_B) / log 2: agreement of the usage
@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
-BREADTH_METHODS = ("entropy", "alive", "participation")
-ENTROPY_METHODS = ("per_input", "marginal")
-CONSISTENCY_METHODS = ("split_half", "code_overlap")
-COMBINE_METHODS = ("geometric", "arithmetic", "product")
+BreadthMethod = Literal["entropy", "alive", "participation"]
+EntropyMethod = Literal["per_input", "marginal"]
+ConsistencyMethod = Literal["split_half", "code_overlap"]
+CombineMethod = Literal["geometric", "arithmetic", "product"]
+
+BREADTH_METHODS: tuple[BreadthMethod, ...] = get_args(BreadthMethod)
+ENTROPY_METHODS: tuple[EntropyMethod, ...] = get_args(EntropyMethod)
+CONSISTENCY_METHODS: tuple[ConsistencyMethod, ...] = get_args(ConsistencyMethod)
+COMBINE_METHODS: tuple[CombineMethod, ...] = get_args(CombineMethod)
 
 
 @dataclass(frozen=True)
@@ -47,10 +53,10 @@ class DensityOptions:
     - combine: "geometric" (B E C)^(1/3); "arithmetic" (B + E + C)/3; "product" B E C.
     """
 
-    breadth: str = "entropy"
-    entropy: str = "per_input"
-    consistency: str = "split_half"
-    combine: str = "geometric"
+    breadth: BreadthMethod = "entropy"
+    entropy: EntropyMethod = "per_input"
+    consistency: ConsistencyMethod = "split_half"
+    combine: CombineMethod = "geometric"
     alive_tokens: int = 10_000
 
     def __post_init__(self):
@@ -77,7 +83,10 @@ def _normalise(mass: torch.Tensor) -> torch.Tensor:
 
 
 def feature_breadth(
-    usage_mass: torch.Tensor, fire_rate: torch.Tensor | None = None, method: str = "entropy", alive_rate: float = 1e-4
+    usage_mass: torch.Tensor,
+    fire_rate: torch.Tensor | None = None,
+    method: BreadthMethod = "entropy",
+    alive_rate: float = 1e-4,
 ) -> float:
     """Breadth in [0, 1] from the mass E[f_i] of each feature (see DensityOptions)."""
     m = usage_mass.shape[-1]
@@ -101,7 +110,7 @@ def split_half_consistency(mass_a: torch.Tensor, mass_b: torch.Tensor) -> float:
     return float(1.0 - js.clamp_min(0) / math.log(2))
 
 
-def combine(breadth: float, entropy: float, consistency: float, method: str = "geometric") -> float:
+def combine(breadth: float, entropy: float, consistency: float, method: CombineMethod = "geometric") -> float:
     """One density in [0, 1] from three terms in [0, 1]."""
     terms = (breadth, entropy, consistency)
     if any(not 0.0 <= t <= 1.0 + 1e-9 for t in terms):

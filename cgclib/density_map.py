@@ -5,7 +5,8 @@ held-out text -> density and its three terms. Chapters that need the density map
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -54,3 +55,37 @@ def head_density_map(
     ).T
     fit.index.names = ["layer", "head"]
     return DensityMap(terms, fit, stats)
+
+
+def stability_seeds(seed: int, offsets: Sequence[int]) -> list[int]:
+    """The SAE seeds of the seed-stability check: `seed + offset` for each offset.
+
+    Offsets, not seeds, so that the check compares the map with other trainings whatever
+    `seed` is: an offset of 0 (or a repeated one) would compare a training with itself."""
+    offsets = list(offsets)
+    if any(isinstance(o, bool) or not isinstance(o, int) for o in offsets):
+        raise ValueError(f"stability seed offsets must be integers, got {offsets}")
+    if 0 in offsets:
+        raise ValueError(f"a stability seed offset of 0 retrains with seed {seed} itself; got {offsets}")
+    if len(set(offsets)) != len(offsets):
+        raise ValueError(f"stability seed offsets must differ from each other, got {offsets}")
+    seeds = [seed + o for o in offsets]
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"seed {seed} with offsets {offsets} gives negative seeds {seeds}")
+    return seeds
+
+
+def stability_variants(
+    cfg: HeadSAEConfig, seed_offsets: Sequence[int], expansions: Sequence[int]
+) -> list[tuple[str, str, HeadSAEConfig]]:
+    """(kind, label, SAE config) of every variant of the stability check: kind "seed" for
+    SAEs retrained with seed `cfg.seed + offset`, "size" for other dictionary sizes. Each
+    variant differs from `cfg`, so that no map is compared with itself."""
+    variants = [("seed", f"seed {s}", replace(cfg, seed=s)) for s in stability_seeds(cfg.seed, seed_offsets)]
+    expansions = list(expansions)
+    if cfg.expansion in expansions or len(set(expansions)) != len(expansions):
+        raise ValueError(
+            f"stability dictionary sizes {expansions} must differ from each other and from {cfg.expansion}"
+        )
+    variants += [("size", f"dictionary {e} x head_dim", replace(cfg, expansion=e)) for e in expansions]
+    return variants

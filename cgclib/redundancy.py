@@ -9,14 +9,21 @@ can be checked numerically (`tests/test_redundancy.py`, and the chapter's notebo
   breadth implies (Theorem: breadth bounds redundancy);
 - `critical_ratio(mass, tau, order)`: the phase-transition point of a component under
   feature removal, when its function collapses once more than `tau` of its mass is lost,
-  for removal in order of least use ("informed") or in random order ("random").
+  for removal in order of least use ("informed") or in random order ("random");
+- `pointwise_counterexamples(density, redundancy, ...)`: the pairs of measured components
+  in which the denser one is also the more redundant, beyond given margins, in every
+  measurement (the chapter's test of the pointwise claim on real heads).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
+
+RemovalOrder = Literal["informed", "random"]
+"""The order in which `critical_ratio` removes features: least-used first, or at random."""
 
 
 def binary_entropy(p: float) -> float:
@@ -61,7 +68,7 @@ def breadth_of(mass) -> float:
 
 
 def critical_ratio(
-    mass, tau: float, order: str = "informed", rng: np.random.Generator | None = None, n_draws: int = 200
+    mass, tau: float, order: RemovalOrder = "informed", rng: np.random.Generator | None = None, n_draws: int = 200
 ) -> float:
     """The largest share s of features whose removal loses at most `tau` of the mass.
 
@@ -82,3 +89,42 @@ def critical_ratio(
             shares.append((np.searchsorted(lost, tau + 1e-12, side="right") - 1) / m)
         return float(np.mean(shares))
     raise ValueError(f"order must be 'informed' or 'random', got {order!r}")
+
+
+def pointwise_counterexamples(
+    density, redundancy, density_margin: float = 0.0, redundancy_margin: float = 0.0
+) -> np.ndarray:
+    """Pairs of components that contradict "higher density implies lower redundancy".
+
+    `density` and `redundancy` hold one value per component, shape (components,), or one row
+    per measurement of the same components, shape (measurements, components) (e.g. one row
+    per SAE training seed). Pair (i, j) is a counterexample when in every row
+    D_i - D_j > density_margin and R_i - R_j > redundancy_margin: component i is the denser
+    and the more redundant of the two, by more than the margins, in every measurement.
+    Returns the counterexamples as an int array of shape (pairs, 2), denser component first.
+    """
+    d, r = np.atleast_2d(np.asarray(density, dtype=float)), np.atleast_2d(np.asarray(redundancy, dtype=float))
+    if d.ndim != 2 or d.shape != r.shape:
+        raise ValueError(
+            f"density and redundancy need the same shape (measurements, components), got {d.shape} and {r.shape}"
+        )
+    if not np.all(np.isfinite(d)) or not np.all(np.isfinite(r)):
+        raise ValueError("density and redundancy must be finite")
+    if density_margin < 0 or redundancy_margin < 0:
+        raise ValueError(f"margins must be non-negative, got {density_margin} and {redundancy_margin}")
+    denser = d[:, :, None] - d[:, None, :] > density_margin
+    more_redundant = r[:, :, None] - r[:, None, :] > redundancy_margin
+    return np.argwhere(np.all(denser & more_redundant, axis=0))
+
+
+def typical_change(base, variants) -> float:
+    """The median over components and variants of |variant - base|: how much a component's
+    value typically moves when it is measured again another way (e.g. an SAE retrained with
+    another seed). `base` has shape (components,), `variants` (variants, components)."""
+    base = np.asarray(base, dtype=float)
+    variants = np.atleast_2d(np.asarray(variants, dtype=float))
+    if base.ndim != 1 or variants.shape[1:] != base.shape or len(variants) == 0:
+        raise ValueError(
+            f"need base (components,) and variants (variants, components), got {base.shape} and {variants.shape}"
+        )
+    return float(np.median(np.abs(variants - base)))

@@ -15,9 +15,12 @@ from cgclib.redundancy import (
     breadth_of,
     critical_ratio,
     features_needed,
+    pointwise_counterexamples,
     redundancy_bound,
     structural_redundancy,
+    typical_change,
 )
+from cgclib.verdicts import FAILS, HOLDS, InRange, Measurement
 
 sizes = st.sampled_from([4, 16, 64, 128, 512])
 eps_values = st.floats(0.0, 0.5)
@@ -164,3 +167,50 @@ def test_consistency_compares_whole_batches_of_sequences():
     stats.update(first)
     stats.update(second)
     assert stats.terms()["consistency"] == pytest.approx(0.0, abs=1e-12)
+
+
+def _pointwise_verdict(density, redundancy, d_margin=0.0, r_margin=0.0):
+    """The chapter's test of the pointwise claim on measured heads: the share of contradicting
+    pairs, judged by InRange(0, 0)."""
+    n = np.shape(density)[-1]
+    share = len(pointwise_counterexamples(density, redundancy, d_margin, r_margin)) / (n * (n - 1) / 2)
+    return InRange(0.0, 0.0).judge(Measurement(share))
+
+
+def test_pointwise_test_holds_when_density_orders_redundancy_and_fails_on_a_planted_pair():
+    density = np.array([[0.40, 0.50, 0.60, 0.70], [0.41, 0.52, 0.59, 0.71]])
+    redundancy = np.array([[0.90, 0.85, 0.80, 0.75], [0.91, 0.84, 0.80, 0.74]])
+    assert len(pointwise_counterexamples(density, redundancy)) == 0
+    assert _pointwise_verdict(density, redundancy) == HOLDS
+    planted = redundancy.copy()
+    planted[:, 3] = 0.95  # the densest head is also the most redundant, in every training
+    pairs = pointwise_counterexamples(density, planted, 0.02, 0.02)
+    assert sorted(map(tuple, pairs)) == [(3, 0), (3, 1), (3, 2)]  # denser head first
+    assert _pointwise_verdict(density, planted, 0.02, 0.02) == FAILS
+
+
+def test_pointwise_counterexamples_need_every_measurement_and_the_margins():
+    density = np.array([[0.5, 0.6], [0.5, 0.6]])
+    redundancy = np.array([[0.80, 0.90], [0.80, 0.70]])  # contradicts in one training only
+    assert len(pointwise_counterexamples(density[:1], redundancy[:1])) == 1
+    assert len(pointwise_counterexamples(density, redundancy)) == 0
+    both = np.array([[0.80, 0.90], [0.80, 0.85]])
+    assert len(pointwise_counterexamples(density, both)) == 1
+    assert len(pointwise_counterexamples(density, both, redundancy_margin=0.05)) == 0  # 0.05 is not > 0.05
+    assert len(pointwise_counterexamples(density, both, density_margin=0.1)) == 0
+    ties = np.array([[0.8, 0.8], [0.8, 0.8]])
+    assert len(pointwise_counterexamples(density, ties)) == 0  # equal redundancy contradicts nothing
+    assert pointwise_counterexamples([0.5, 0.6], [0.8, 0.9]).tolist() == [[1, 0]]  # one measurement, 1-D
+    with pytest.raises(ValueError, match="same shape"):
+        pointwise_counterexamples(density, redundancy[:1])
+    with pytest.raises(ValueError, match="non-negative"):
+        pointwise_counterexamples(density, redundancy, density_margin=-0.1)
+
+
+def test_typical_change_is_the_median_absolute_change():
+    assert typical_change([0.0, 1.0, 2.0], [[0.1, 1.0, 2.5]]) == pytest.approx(0.1)
+    assert typical_change([0.0, 0.0], [[1.0, 1.0], [0.0, 0.0]]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        typical_change([0.0, 1.0], [[0.0, 1.0, 2.0]])
+    with pytest.raises(ValueError):
+        typical_change([0.0, 1.0], np.empty((0, 2)))

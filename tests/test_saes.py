@@ -107,9 +107,8 @@ def test_shipped_saes_are_used_and_checked(tmp_path, monkeypatch):
 def test_the_book_defaults_need_no_sae_training():
     """Every SAE the density chapter's defaults ask for on the test beds is shipped, intact:
     a change to the defaults, the test beds or sae-lens shows here, not as a slow book."""
-    from dataclasses import replace
-
     from cgclib.book.chapters import get_chapter
+    from cgclib.density_map import stability_variants
     from cgclib.models import model_fingerprint
     from cgclib.saes import _cache_key, _stored
     from cgclib.subjects import load_subject
@@ -123,8 +122,8 @@ def test_the_book_defaults_need_no_sae_training():
         lr=p["sae_lr"],
         seed=p["seed"],
     )
-    variants = [cfg] + [replace(cfg, seed=s) for s in p["stability_seeds"]]
-    variants += [replace(cfg, expansion=e) for e in p["stability_expansions"]]
+    stability = stability_variants(cfg, p["stability_seed_offsets"], p["stability_expansions"])
+    variants = [cfg] + [variant for _, _, variant in stability]
     for name in (p["model"], p["second_model"]):
         subject = load_subject(name, "cpu", "float32", n_probes=1, n_paragraphs=1)
         calib = subject.calibration(p["calibration_sequences"], p["seq_len"], seed=p["seed"])
