@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import components, devices
 from .evaluation import MAX_BATCH_TOKENS
@@ -28,7 +29,7 @@ from .moments import AffineMap, CrossMoments, ridge_regression, token_batches
 
 @torch.no_grad()
 def fit_exit_translators(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     ridge: float = 1e-4,
@@ -59,7 +60,7 @@ def fit_exit_translators(
 
 @torch.no_grad()
 def exit_divergences(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     predicted: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -119,3 +120,10 @@ def settling_layer(divergences: np.ndarray, threshold: float) -> np.ndarray:
 def settled_share(divergences: np.ndarray, threshold: float, by_layer: int) -> float:
     """Share of tokens settled at or before layer `by_layer`."""
     return float((settling_layer(divergences, threshold) <= by_layer).mean())
+
+
+def token_sequences(predicted: torch.Tensor) -> np.ndarray:
+    """Per row of `exit_divergences(model, ids, predicted, ...)`, the index of the sequence
+    (row of `ids`) the token belongs to: the clusters of a bootstrap that resamples whole
+    sequences (`stats.cluster_bootstrap_interval`)."""
+    return torch.nonzero(predicted[:, 1:].cpu())[:, 0].numpy()

@@ -18,28 +18,37 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import components, devices
 from .hooks import replace_block_output, residual_stream
 from .moments import AffineMap, CrossMoments, ridge_regression, token_batches
 
+R2Target = Literal["output", "update"]
+"""What an R^2 is of: the block's output y, or its update u = y - x (see the module docstring)."""
+
 
 @contextmanager
-def replaced_blocks(model, maps: Mapping[int, AffineMap]) -> Iterator[None]:
+def replaced_blocks(model: nn.Module, maps: Mapping[int, AffineMap]) -> Iterator[None]:
     """Blocks in `maps` output x + map(x) instead of their own output (which is ignored)."""
     with ExitStack() as stack:
         for layer, fit in maps.items():
-            fit = fit.to(devices.input_device(model))
-            stack.enter_context(replace_block_output(model, layer, lambda x, y, fit=fit: x + fit(x)))
+            moved = fit.to(devices.input_device(model))
+
+            def fitted(x: torch.Tensor, y: torch.Tensor, fit: AffineMap = moved) -> torch.Tensor:
+                return x + fit(x)
+
+            stack.enter_context(replace_block_output(model, layer, fitted))
         yield
 
 
 @torch.no_grad()
 def block_moments(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     layers: list[int] | None = None,
@@ -89,7 +98,7 @@ class FitStats:
     sq_u: np.ndarray  # (S,)
     n: np.ndarray  # (S,) tokens
 
-    def r2(self, target: str = "output", index: np.ndarray | None = None) -> float:
+    def r2(self, target: R2Target = "output", index: np.ndarray | None = None) -> float:
         """Pooled R^2 of the output ('output') or of the update ('update') over the
         sequences in `index` (all by default; repeated indices for a bootstrap resample)."""
         if target not in ("output", "update"):
@@ -100,7 +109,7 @@ class FitStats:
         total = squares[idx].sum() - np.square(sums[idx].sum(0)).sum() / n
         return float(1 - self.sse[idx].sum() / total)
 
-    def r2_interval(self, target: str = "output", n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    def r2_interval(self, target: R2Target = "output", n_resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
         """95% percentile-bootstrap interval of R^2 over held-out sequences."""
         return sequence_bootstrap(lambda index: self.r2(target, index), len(self.sse), n_resamples, seed)
 
@@ -108,6 +117,18 @@ class FitStats:
     def relative_error(self) -> float:
         """sqrt(sum ||y - y_hat||^2 / sum ||y||^2): the replacement error of the output."""
         return float(np.sqrt(self.sse.sum() / self.sq_y.sum()))
+
+
+def identity_r2(stats: FitStats, index: np.ndarray | None = None) -> float:
+    """Output R^2 of the block replaced by the identity plus its mean update (y_hat = x +
+    mean u): what the residual path alone gives the output R^2, with no fit at all. The
+    two R^2 of a fit are tied by 1 - R^2_out = (1 - R^2_upd) (1 - identity_r2), so an
+    output R^2 near 1 says little about the update when this is near 1 too."""
+    idx = slice(None) if index is None else index
+    n = stats.n[idx].sum()
+    total_u = stats.sq_u[idx].sum() - np.square(stats.sum_u[idx].sum(0)).sum() / n
+    total_y = stats.sq_y[idx].sum() - np.square(stats.sum_y[idx].sum(0)).sum() / n
+    return float(1 - total_u / total_y)
 
 
 def sequence_bootstrap(
@@ -124,7 +145,7 @@ def sequence_bootstrap(
 
 @torch.no_grad()
 def heldout_fit(
-    model,
+    model: nn.Module,
     ids: torch.Tensor,
     pad_token_id: int | None,
     maps: Mapping[int, AffineMap],
@@ -138,12 +159,14 @@ def heldout_fit(
     maps = {l: fit.to(device) for l, fit in maps.items()}
     rows: dict[int, list[list[torch.Tensor]]] = {l: [] for l in maps}
     inputs: dict[int, torch.Tensor] = {}
-    mask = None
+    mask: torch.Tensor | None = None
 
     def grab(layer, where, h):
         if where == "in":
             inputs[layer] = h
             return
+        if mask is None:
+            raise RuntimeError("heldout_fit: a block ran outside the calibration batches (no token mask)")
         x = inputs.pop(layer).double()
         y = h.double()
         u = y - x
@@ -172,6 +195,6 @@ def heldout_fit(
     return out
 
 
-def block_parameters(model, layer: int) -> int:
+def block_parameters(model: nn.Module, layer: int) -> int:
     """Parameters of block `layer` (its weights, biases and norms)."""
     return sum(p.numel() for p in components.block(model, layer).parameters())

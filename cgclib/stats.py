@@ -42,6 +42,38 @@ def bootstrap_interval(
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def cluster_bootstrap_interval(
+    statistic,
+    *samples,
+    clusters,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(*samples)` that resamples whole clusters:
+    `clusters` labels each observation (e.g. the sequence a token belongs to), a resample
+    draws as many clusters as there are, with replacement, and keeps every observation of
+    each drawn cluster (rows of all samples jointly). Observations of one cluster are
+    correlated (the tokens of one text), so resampling them one by one understates the
+    variance; this does not. With one observation per cluster, labelled 0..n-1 in order,
+    it draws the same resamples as `bootstrap_interval` with the same seed."""
+    clusters = np.asarray(clusters)
+    samples = tuple(np.asarray(s) for s in samples)
+    if clusters.ndim != 1 or not samples or any(len(s) != len(clusters) for s in samples):
+        raise ValueError("give one cluster label per observation, for samples of equal length")
+    labels, inverse = np.unique(clusters, return_inverse=True)
+    if len(labels) < 2:
+        raise ValueError("a cluster bootstrap needs at least two clusters")
+    order = np.argsort(inverse, kind="stable")
+    members = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+
+    def resampled(chosen: np.ndarray) -> float:
+        rows = np.concatenate([members[c] for c in chosen.astype(int)])
+        return statistic(*(s[rows] for s in samples))
+
+    return bootstrap_interval(resampled, np.arange(len(labels)), n_resamples=n_resamples, seed=seed, level=level)
+
+
 @dataclass(frozen=True)
 class Correlation:
     """A rank correlation with its bootstrap interval and permutation p-value."""

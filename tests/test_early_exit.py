@@ -39,3 +39,17 @@ def test_mask_shape_is_checked():
     ids = torch.zeros(2, 5, dtype=torch.long)
     with pytest.raises(ValueError, match="shape"):
         early_exit.exit_divergences(model, ids, torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_token_sequences_name_the_sequence_of_each_divergence_row():
+    model = TINY["gpt2"]().double()
+    ids = torch.randint(3, 64, (7, 10), generator=torch.Generator().manual_seed(1))
+    predicted = torch.rand(7, 10, generator=torch.Generator().manual_seed(2)) < 0.5
+    predicted[:, 0] = False
+    predicted[3] = False  # a sequence with no scored token
+    kl = early_exit.exit_divergences(model, ids, predicted, batch_sequences=3)
+    sequences = early_exit.token_sequences(predicted)
+    assert len(sequences) == len(kl) and 3 not in sequences
+    for j in range(7):
+        alone = early_exit.exit_divergences(model, ids[j : j + 1], predicted[j : j + 1])
+        np.testing.assert_allclose(kl[sequences == j], alone, atol=1e-9)

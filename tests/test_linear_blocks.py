@@ -73,3 +73,20 @@ def test_r2_rejects_an_unknown_target():
     stats = lb.FitStats(*(np.ones(2) for _ in range(6)))
     with pytest.raises(ValueError, match="target"):
         stats.r2("input")
+
+
+def test_identity_r2_is_the_output_r2_of_the_mean_update_and_ties_the_two_r2():
+    model = TINY["gpt2"]().double()
+    fit_ids, test_ids = _ids(seed=0), _ids(seed=1)
+    maps = lb.fit_block_maps(lb.block_moments(model, fit_ids, 2, batch_sequences=3), ridge=1e-3)
+    stats = lb.heldout_fit(model, test_ids, 2, maps, batch_sequences=3)[1]
+    x, y = _stored(model, test_ids, 2, 1)
+    u = y - x
+    baseline = x + u.mean(0)
+    expected = 1 - (y - baseline).square().sum() / (y - y.mean(0)).square().sum()
+    assert lb.identity_r2(stats) == pytest.approx(float(expected), rel=1e-9)
+    assert 1 - stats.r2("output") == pytest.approx((1 - stats.r2("update")) * (1 - lb.identity_r2(stats)), rel=1e-9)
+    index = np.array([0, 0, 5, 7])
+    assert 1 - stats.r2("output", index) == pytest.approx(
+        (1 - stats.r2("update", index)) * (1 - lb.identity_r2(stats, index)), rel=1e-9
+    )

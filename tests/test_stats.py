@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from cgclib.stats import bootstrap_interval, correlation_power, pairs_for_power, spearman, wilson_interval
+from cgclib.stats import (
+    bootstrap_interval,
+    cluster_bootstrap_interval,
+    correlation_power,
+    pairs_for_power,
+    spearman,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_matches_the_closed_form():
@@ -38,6 +45,36 @@ def test_bootstrap_interval_covers_the_mean():
     x = rng.normal(3.0, 1.0, size=400)
     lo, hi = bootstrap_interval(np.mean, x, n_resamples=1000)
     assert lo < 3.0 < hi and hi - lo < 0.3
+
+
+def test_cluster_bootstrap_is_the_ordinary_one_for_clusters_of_one():
+    x = np.random.default_rng(2).normal(size=50)
+    ordinary = bootstrap_interval(np.mean, x, n_resamples=500, seed=3)
+    assert cluster_bootstrap_interval(np.mean, x, clusters=np.arange(50), n_resamples=500, seed=3) == ordinary
+
+
+def test_cluster_bootstrap_widens_with_correlation_within_clusters():
+    """20 sequences of 30 tokens that share their sequence's value: the token bootstrap
+    treats 600 observations as independent, the cluster bootstrap sees 20, and only its
+    interval covers the true mean (0) at a width of about 4 / sqrt(20)."""
+    rng = np.random.default_rng(4)
+    clusters = np.repeat(np.arange(20), 30)
+    x = rng.normal(size=20)[clusters] + 0.1 * rng.normal(size=600)
+    lo_t, hi_t = bootstrap_interval(np.mean, x, n_resamples=1000)
+    lo_c, hi_c = cluster_bootstrap_interval(np.mean, x, clusters=clusters, n_resamples=1000)
+    assert hi_c - lo_c > 3 * (hi_t - lo_t)
+    assert lo_c < 0 < hi_c and 0.5 < hi_c - lo_c < 1.3
+
+
+def test_cluster_bootstrap_resamples_samples_jointly_and_checks_its_input():
+    clusters = np.repeat(np.arange(10), 3)
+    x = np.arange(30.0)
+    lo, hi = cluster_bootstrap_interval(lambda a, b: float(np.mean(a - b)), x, x, clusters=clusters, n_resamples=50)
+    assert lo == hi == 0  # paired rows: the difference is zero in every resample
+    with pytest.raises(ValueError, match="one cluster label"):
+        cluster_bootstrap_interval(np.mean, x, clusters=clusters[:-1])
+    with pytest.raises(ValueError, match="two clusters"):
+        cluster_bootstrap_interval(np.mean, x, clusters=np.zeros(30))
 
 
 def test_power_grows_with_n_and_effect():
