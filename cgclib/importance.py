@@ -6,7 +6,7 @@ the input to the attention output projection W_O, stored (out, in)), and X_j the
 feature of a linear layer over the calibration tokens.
 
 - **wanda** (the "Wanda-sp" convention of structured pruning): Wanda scores
-  |W_O[i, j]| * ||X_j||_2 of the output projection, averaged over output rows i and summed
+  abs(W_O[i, j]) * ||X_j||_2 of the output projection, averaged over output rows i and summed
   over the head's input slice j.
 - **wanda_qkv**: the same scores on the head's rows of the query, key and value
   projections (inputs: the normalised block input), averaged over those rows and summed
@@ -15,7 +15,7 @@ feature of a linear layer over the calibration tokens.
 - **activation_norm**: the root mean square of ||z_h||_2 over tokens.
 - **taylor**: the first-order estimate of the loss change when the head is removed. With a
   gate g_h multiplying z_h, removing the head is g_h: 1 -> 0, and the estimate is
-  |dL/dg_h| at g = 1, which equals |E[grad_z L . z_h]| (gradient times activation, summed
+  abs(dL/dg_h) at g = 1, which equals abs(E[grad_z L . z_h]) (gradient times activation, summed
   over the head's output; the same as gradient times weight summed over its slice of W_O).
 """
 

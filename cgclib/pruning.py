@@ -6,7 +6,7 @@ from calibration statistics and applied only inside `masked(model, masks)`, whic
 the masked weights and restores them on exit, so one loaded model serves every strategy and
 sparsity of a sweep.
 
-Wanda scores weight W_ij by |W_ij| * ||X_j||_2, X_j being input feature j over the
+Wanda scores weight W_ij by abs(W_ij) * ||X_j||_2, X_j being input feature j over the
 calibration tokens, and removes the lowest-scoring share of every output row. As in the
 reference implementation, blocks are pruned in order and each block's calibration inputs
 are those produced by the blocks already pruned before it.
@@ -74,7 +74,7 @@ def input_square_sums(
 
 
 def wanda_scores(weight: torch.Tensor, square_sums: torch.Tensor) -> torch.Tensor:
-    """|W_ij| * ||X_j||_2 for an (out, in) weight."""
+    """abs(W_ij) * ||X_j||_2 for an (out, in) weight."""
     return weight.detach().abs().double() * square_sums.to(weight.device).sqrt()[None, :]
 
 

@@ -118,7 +118,7 @@ def pointwise_counterexamples(
 
 
 def typical_change(base, variants) -> float:
-    """The median over components and variants of |variant - base|: how much a component's
+    """The median over components and variants of abs(variant - base): how much a component's
     value typically moves when it is measured again another way (e.g. an SAE retrained with
     another seed). `base` has shape (components,), `variants` (variants, components)."""
     base = np.asarray(base, dtype=float)

@@ -82,6 +82,7 @@ def canonical_correlations(m: CrossMoments, ridge: float = 1e-4) -> tuple[torch.
     exact CCA.
 
     Degenerate moments:
+
     - a constant variable (`moments.varying`) has no variate: it is left out and has weight
       0 in every direction; r = min(varying x, varying y);
     - linearly dependent variables (a duplicated column; fewer distinct next tokens than

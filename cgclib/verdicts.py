@@ -229,7 +229,7 @@ class SignificantSign(Rule):
 @dataclass(frozen=True)
 class WithinTolerance(Rule):
     """Our value reproduces a target within a relative tolerance:
-    holds when |ours - target| <= rel_tol * |target|, fails otherwise."""
+    holds when abs(ours - target) <= rel_tol * abs(target), fails otherwise."""
 
     target: float
     rel_tol: float

@@ -1,7 +1,7 @@
 """Sweeps: one chapter over a grid of parameters, as independent jobs.
 
 A sweep file names a chapter, the parameters every job shares, and a grid whose Cartesian
-product gives the jobs:
+product gives the jobs::
 
     chapter: orthogonality
     parameters: {device: cuda, second_model: ""}
