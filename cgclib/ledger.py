@@ -100,7 +100,13 @@ def rule_from_dict(data: dict) -> verdicts.Rule:
     params = {k: v for k, v in data.items() if k != "kind"}
     if set(params) - names:
         raise LedgerError(f"rule {kind}: unknown parameters {sorted(set(params) - names)}")
-    return cls(**params)
+    for name, value in params.items():  # json reads Infinity and NaN: a rule bound so cannot fail
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LedgerError(f"rule {kind}: parameter {name} must be finite, got {value}")
+    try:
+        return cls(**params)
+    except (TypeError, verdicts.RuleError) as exc:
+        raise LedgerError(f"rule {kind}: {exc}") from None
 
 
 # --- validation ------------------------------------------------------------------------
@@ -193,7 +199,10 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     rule = rule_from_dict(record["rule"])
     if rule.describe() != record["test"]:
         raise LedgerError(f"{rid}: test text does not match its rule ({rule.describe()!r})")
-    recomputed = rule.verdict(verdicts.Measurement(value=value, ci95=ci, p=p))
+    try:
+        recomputed = rule.verdict(verdicts.Measurement(value=value, ci95=ci, p=p))
+    except verdicts.RuleError as exc:
+        raise LedgerError(f"{rid}: {exc}") from None
     if recomputed != record["verdict"]:
         raise LedgerError(
             f"{rid}: verdict {record['verdict']!r} does not follow from the data; the rule gives {recomputed!r}"

@@ -16,13 +16,17 @@ coefficients, so they are fitted exactly by least squares over a grid of shapes 
 
 Detection is a likelihood-ratio test: F = (RSS_smooth - RSS_transition) / RSS_transition,
 whose null distribution (the best smooth fit plus Gaussian noise of the residual variance)
-is simulated by a parametric bootstrap; a transition is reported when p < alpha. The false-
-positive rate on smooth curves is therefore alpha by construction for curves in the
-dictionary, and it is measured on others in the tests and the chapter.
+is simulated by a parametric bootstrap; a transition is reported when p < alpha. The
+simulation plugs in the fitted curve and noise level, so the level is approximate; the
+false-positive rate is measured in the tests and the chapter (below alpha in our checks,
+also on smooth curves outside the dictionary).
 
-s0 is located by profile likelihood: the 95% interval is every s0 whose best transition fit
-is not worse than the optimum by more than the F(1, n - 5) quantile allows (five parameters:
-c0, c1, lam, the shape and s0). With fewer than `MIN_POINTS` points the transition model has
+s0 is located by profile likelihood: the 95% interval spans every s0 whose best transition
+fit is not worse than the optimum by more than the F(1, n - 5) quantile allows (five
+parameters: c0, c1, lam, the shape and s0), from the smallest such s0 to the largest. s0 is
+searched in [s_2, s_{n-1}), so that each regime keeps two measured points; an interval that
+reaches either end of that range extends to the measured ratio beyond it, where the data
+can no longer bound it. With fewer than `MIN_POINTS` points the transition model has
 no residual degrees of freedom and s0 is reported as not identifiable.
 """
 
@@ -237,9 +241,9 @@ def fit_phase_transition(
     if len(s) < MIN_POINTS:
         return PhaseFit("not identifiable", None, None, None, tuple(s.tolist()))
     y = np.log(m)
-    # each regime keeps at least two measured points: a kink with one point on a side
-    # cannot be told from curvature at that point
-    s0_grid = np.arange(s[1], s[-2] + S0_STEP / 2, S0_STEP)
+    # each regime keeps at least two measured points (s0 in [s[1], s[-2])): a kink with one
+    # point on a side cannot be told from curvature at that point
+    s0_grid = np.arange(s[1], s[-2] - S0_STEP / 2, S0_STEP)
     observed = _fit_both(s, y[:, None], s0_grid)
     floor = 1e-12 * max(float(np.sum((y - y.mean()) ** 2)), 1e-300)
     statistic = float(_statistic(observed, floor)[0])
@@ -265,7 +269,11 @@ def fit_phase_transition(
     profile = observed.profile[:, 0]
     df = n - 5
     inside = s0_grid[profile <= profile.min() * (1 + stats.f.ppf(0.95, 1, df) / df)]
-    interval = (round(float(inside.min()), 6), round(float(inside.max()), 6))
+    # where the interval reaches the edge of the identifiable range the data cannot bound it:
+    # it extends to the next measured ratio, beyond which a kink would have one point
+    low = float(s[0]) if inside.min() <= s0_grid[0] else float(inside.min())
+    high = float(s[-1]) if inside.max() >= s0_grid[-1] else float(inside.max())
+    interval = (round(low, 6), round(high, 6))
     return PhaseFit("transition", round(s0, 6), interval, p, ratios, (names[shape_index[0]],), (c0, c1, lam))
 
 
@@ -312,3 +320,18 @@ def transition_profile(ratios, metric, s0_grid=None) -> tuple[np.ndarray, np.nda
     s, m = _validate(ratios, metric)
     grid = np.arange(s[0] + S0_STEP, s[-1], S0_STEP) if s0_grid is None else np.asarray(s0_grid, dtype=float)
     return grid, _fit_both(s, np.log(m)[:, None], grid).profile[:, 0]
+
+
+def contiguous_runs(grid, selected) -> list[tuple[float, float]]:
+    """The runs of consecutive selected grid points, as (first, last) pairs: a set of s0
+    values with gaps is reported as its pieces, not as its hull."""
+    grid, selected = np.asarray(grid, dtype=float), np.asarray(selected, dtype=bool)
+    runs, start = [], None
+    for i, chosen in enumerate(selected):
+        if chosen and start is None:
+            start = i
+        if start is not None and (not chosen or i == len(grid) - 1):
+            end = i if chosen else i - 1
+            runs.append((round(float(grid[start]), 6), round(float(grid[end]), 6)))
+            start = None
+    return runs

@@ -139,6 +139,22 @@ def shared_with_principal(cov: torch.Tensor, directions: torch.Tensor) -> float:
     return float((between / scale).square().sum() / k)
 
 
+def random_direction_share(cov: torch.Tensor, k: int, draws: int = 20, seed: int = 0) -> float:
+    """`shared_with_principal` for k directions drawn at random in the raw coordinates of the
+    stream, averaged over `draws` draws: the chance level when "random" means a generic
+    direction of the stream rather than of its whitened space. Random directions in whitened
+    coordinates (the space canonical variates live in) give exactly k / d on average, whatever
+    the covariance; raw ones give about the share of variance the top k components hold, so
+    the two nulls differ as much as the spectrum is uneven."""
+    generator = torch.Generator().manual_seed(seed)
+    d = len(cov)
+    shares = [
+        shared_with_principal(cov, torch.randn(d, k, generator=generator, dtype=cov.dtype).to(cov.device))
+        for _ in range(draws)
+    ]
+    return float(sum(shares) / draws)
+
+
 def keep_variates(cov: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """The matrix P of the least-squares reconstruction of a centred state from its
     variates z = D^T x: x_hat = P x with P = C D (D^T C D)^-1 D^T. The variates are kept

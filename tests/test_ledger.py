@@ -242,3 +242,28 @@ def test_holm_correction_turns_marginal_significance_inconclusive(tmp_path):
 def test_rules_that_are_not_significance_tests_keep_their_verdict(tmp_path):
     _, record = _record(tmp_path)
     assert adjusted_verdicts([record]) == {record["id"]: record["verdict"]}
+
+
+def test_a_stored_rule_that_cannot_fail_or_cannot_be_applied_is_rejected(tmp_path):
+    _, record = _record(tmp_path)
+    forged = copy.deepcopy(record)
+    forged["rule"]["margin"] = float("inf")  # Equivalence within an infinite margin always holds
+    with pytest.raises(LedgerError, match="must be finite"):
+        validate_record(forged)
+    forged = copy.deepcopy(record)
+    del forged["rule"]["margin"]
+    with pytest.raises(LedgerError, match="Equivalence"):
+        validate_record(forged)
+    _, record = _record(tmp_path, ours=Ours(value=-0.3, n=48, setting="s", p=0.01), rule=SignificantSign(-1))
+    forged = copy.deepcopy(record)
+    forged["ours"]["p"] = None
+    with pytest.raises(LedgerError, match="p-value"):
+        validate_record(forged)
+
+
+def test_holm_is_step_down_and_monotone():
+    from cgclib.verdicts import holm_adjusted
+
+    adjusted = holm_adjusted({"a": 0.02, "b": 0.021, "c": 0.5})
+    assert adjusted["a"] == pytest.approx(0.06) and adjusted["b"] == pytest.approx(0.06)
+    assert adjusted["c"] == pytest.approx(0.5)

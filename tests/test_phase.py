@@ -110,3 +110,29 @@ def test_ma_et_al_tables_are_too_short_to_locate_a_transition():
 def test_bad_input_is_named(ratios, metric, message):
     with pytest.raises(PhaseFitError, match=message):
         fit_phase_transition(ratios, metric)
+
+
+@pytest.mark.parametrize("s0", [0.52, 0.78])
+def test_a_kink_beside_an_end_of_the_grid_is_not_placed_inside_it(s0):
+    """With one measured point on one side of the kink, the data cannot bound s0 there: the
+    interval reaches the measured ratio beyond instead of stopping at the searched range's
+    edge, or (one point after the kink) no transition is claimed; either way a claim of
+    55-65% cannot hold."""
+    grid = np.round(np.arange(0.50, 0.81, 0.05), 3)  # 0.50 ... 0.80
+    noise = np.exp(np.random.default_rng(5).normal(0, 0.005, grid.size))
+    fit = fit_phase_transition(grid, _kink(grid, s0, lam=20) * noise)
+    if fit.outcome == "transition":
+        low, high = fit.interval
+        assert low <= s0 <= high
+    else:
+        assert s0 > grid[-2]  # only a kink with a single point after it may go unseen
+    assert _verdict(fit) != HOLDS
+
+
+def test_contiguous_runs_report_the_pieces_not_the_hull():
+    from cgclib.phase import contiguous_runs
+
+    grid = np.round(np.arange(0.5, 0.7, 0.01), 2)
+    selected = (grid == 0.55) | ((grid >= 0.60) & (grid <= 0.62)) | (grid == 0.69)
+    assert contiguous_runs(grid, selected) == [(0.55, 0.55), (0.6, 0.62), (0.69, 0.69)]
+    assert contiguous_runs(grid, np.zeros_like(grid, dtype=bool)) == []

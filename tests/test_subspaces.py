@@ -177,3 +177,24 @@ def test_next_token_moments_and_a_full_rank_reconstruction_leave_the_model_uncha
             collapsed = model(ids).logits
     torch.testing.assert_close(rebuilt, clean)
     assert (collapsed - clean).abs().max() > 1e-3
+
+
+def test_random_directions_give_k_over_d_only_when_the_stream_is_isotropic():
+    from cgclib.subspaces import random_direction_share, shared_with_principal
+
+    d, k = 64, 4
+    isotropic = torch.eye(d, dtype=torch.float64)
+    assert random_direction_share(isotropic, k, draws=200) == pytest.approx(k / d, rel=0.15)
+    spectrum = 1.0 / torch.arange(1, d + 1, dtype=torch.float64)
+    uneven = torch.diag(spectrum)
+    raw = random_direction_share(uneven, k, draws=200)
+    assert raw > 3 * k / d  # generic raw directions lean towards the high-variance ones
+    # directions random in whitened coordinates are explained k / d on average, whatever the spectrum
+    g = torch.Generator().manual_seed(1)
+    whitened = [
+        shared_with_principal(
+            uneven, torch.diag(spectrum.rsqrt()) @ torch.randn(d, k, generator=g, dtype=torch.float64)
+        )
+        for _ in range(200)
+    ]
+    assert sum(whitened) / len(whitened) == pytest.approx(k / d, rel=0.15)

@@ -180,10 +180,12 @@ def test_ledger_table_lists_every_claim_and_links_to_its_section(browser, site_u
     rows = browser.execute_script("""
         return Array.from(document.querySelectorAll('table.claims-ledger tbody tr')).map(r => ({
           verdict: r.querySelector('[class*="verdict-"]') ? r.querySelector('[class*="verdict-"]').innerText : '',
+          cells: r.querySelectorAll('[class*="verdict-"]').length,
           href: r.querySelector('a') ? r.querySelector('a').getAttribute('href') : ''}));
     """)
     assert len(rows) == expected
-    assert {r["verdict"] for r in rows} <= {"holds", "fails", "inconclusive"}
+    assert {r["verdict"] for r in rows} <= {"holds", "fails", "inconclusive", "descriptive"}
+    assert {r["cells"] for r in rows} == {2}, "each row shows the raw verdict and the one after Holm's correction"
     for row in rows:
         assert "#" in row["href"], f"a ledger row without a link to its section: {row}"
     target = rows[-1]["href"]
