@@ -361,7 +361,7 @@ class Ledger:
             paper = paper_value(paper)
         if paper is None and not source:
             raise LedgerError(f"{id}: without a paper value, give the claim's source")
-        origin = source or paper.source if paper is not None else source
+        origin = source or (paper.source if paper is not None else None)
         verdict = rule.verdict(ours.measurement())
         record = {
             "id": id,
