@@ -18,8 +18,13 @@ mean). Only the score changes between strategies, which is what makes them compa
   mean (M = 5, lam = 0.08 by default, the OWL paper's values for 70% sparsity);
 - depth: x_l = -l, earlier blocks pruned less (a control for any score that varies with depth).
 
+The Wanda and OWL scores come from `pruning.input_square_sums`, which by default counts
+every calibration token, position 0 included, as the reference Wanda code does (OWL reuses
+Wanda's statistics).
+
 AlphaPruning (Lu et al. 2024) maps its own block metric, the heavy-tail exponent of the
-weights' eigenvalue spectra, with its own map (`alphapruning_sparsities`), and
+weights' eigenvalue spectra (`block_alphas`, by default its ``alpha_peak``), with its own
+map (`alphapruning_sparsities`), and
 `absorption_corrected` shifts any allocation toward the blocks whose perturbations are
 absorbed downstream (our reconstruction of Jing et al. 2026).
 
@@ -30,6 +35,7 @@ For heads, allocation is the choice of which heads a structured budget removes:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -151,21 +157,35 @@ def evaluate_block_allocations(
     sparsities,
     lam: float = OWL_LAMBDA,
     progress: bool = True,
+    first_token: bool = True,
 ) -> dict[tuple[str, float], Profile]:
     """Prune with Wanda at every global sparsity under every strategy's block allocation
-    and evaluate: {(strategy, sparsity): profile}."""
+    and evaluate: {(strategy, sparsity): profile}. `first_token` as in `evaluate_allocation`."""
     jobs = [(name, float(s)) for s in sparsities for name in scores]
     return {
-        (name, s): evaluate_allocation(model, data, calibration, pad_token_id, spread(scores[name], s, lam))
+        (name, s): evaluate_allocation(
+            model, data, calibration, pad_token_id, spread(scores[name], s, lam), first_token=first_token
+        )
         for name, s in tqdm(jobs, desc="allocations", disable=not progress)
     }
 
 
 def evaluate_allocation(
-    model: nn.Module, data: EvaluationData, calibration, pad_token_id: int | None, block_sparsity
+    model: nn.Module,
+    data: EvaluationData,
+    calibration,
+    pad_token_id: int | None,
+    block_sparsity,
+    first_token: bool = True,
 ) -> Profile:
-    """Prune every block b with Wanda at `block_sparsity[b]` (blocks in order) and evaluate."""
-    masks = wanda_block_masks(model, calibration, pad_token_id, dict(enumerate(block_sparsity)))
+    """Prune every block b with Wanda at `block_sparsity[b]` (blocks in order) and evaluate.
+    By default Wanda's input norms count every calibration token, position 0 included, as the
+    reference `prune_wanda` does (and OWL, which reuses Wanda's statistics); `first_token=False`
+    leaves position 0 out, to measure the effect of its outlier activations
+    (`pruning.input_square_sums`)."""
+    masks = wanda_block_masks(
+        model, calibration, pad_token_id, dict(enumerate(block_sparsity)), first_token=first_token
+    )
     with masked(model, masks):
         return evaluate(model, data)
 
@@ -201,16 +221,30 @@ def profile_table(profiles: Mapping[tuple[str, float], Profile], dense: Profile 
     return pd.DataFrame(rows).set_index(["strategy", "sparsity"])
 
 
-def hill_alpha(eigenvalues) -> float:
-    """Heavy-tail exponent of an eigenvalue spectrum as AlphaPruning computes it: for every
-    candidate x_min among the (ascending) eigenvalues, the Hill estimate
+def hill_alpha(eigenvalues, xmin: Literal["peak", "scan"] = "peak") -> float:
+    """Heavy-tail exponent of an eigenvalue spectrum as AlphaPruning computes it
+    (`net_esd_estimator` in haiquanlu/AlphaPruning, lib/esd_utils.py): for candidate values
+    x_min among the ascending eigenvalues, the Hill estimate
     alpha = 1 + n / sum_{i: lambda_i >= x_min} log(lambda_i / x_min) over the n eigenvalues in
     the tail, and the Kolmogorov-Smirnov distance between the tail's empirical CDF and the
-    power law's; the alpha with the smallest distance is returned."""
+    power law's; the alpha with the smallest distance is returned.
+
+    `xmin` picks the candidates. "peak" (the reference's default, ``fix_fingers='xmin_peak'``,
+    its metric ``alpha_peak``): only those near the peak of the 100-bin histogram of
+    log10(eigenvalues), as `_peak_window` defines it; every positive eigenvalue is kept, as the
+    reference does with its default ``filter_zeros=False``. "scan" (weightwatcher's full scan):
+    every eigenvalue above 1e-5 is a candidate."""
     eig = np.sort(np.asarray(eigenvalues, dtype=float))
-    eig = eig[eig > 1e-5]  # near-zero eigenvalues carry no tail information
+    if xmin == "peak":
+        eig = eig[eig > 0]  # the reference takes the log of every eigenvalue: a zero would fail there
+    elif xmin == "scan":
+        eig = eig[eig > 1e-5]  # near-zero eigenvalues carry no tail information
+    else:
+        raise ValueError(f'xmin must be "peak" or "scan", got {xmin!r}')
     if len(eig) < 3:
         raise ValueError(f"a tail exponent needs at least 3 positive eigenvalues, got {len(eig)}")
+    if xmin == "peak":
+        return _peak_alpha(eig)
     logs = np.log(eig)
     best_alpha, best_d = np.nan, np.inf
     for i in range(len(eig) - 1):
@@ -226,13 +260,53 @@ def hill_alpha(eigenvalues) -> float:
     return float(best_alpha)
 
 
-def block_alphas(model: nn.Module) -> np.ndarray:
-    """AlphaPruning's per-block metric: the mean heavy-tail exponent of the eigenvalues of
-    W^T W (the squared singular values of W) over the block's linear layers."""
+def _peak_window(eig: np.ndarray, bins: int = 100) -> tuple[float, float]:
+    """The reference's bounds on x_min for ``xmin_peak``: with p the left edge of the fullest
+    bin of the histogram of log10(eigenvalues) (first fullest on ties), back in eigenvalue
+    units, candidates below log10(0.95 p) are skipped and the scan stops above 1.5 p.
+
+    The lower bound is a quirk of the reference (lib/esd_utils.py, ``xmin_min``): a logarithm
+    compared with eigenvalues, so it lies far below 0.95 p; when p < 1 / 0.95 it is negative
+    and excludes nothing, so the window is in effect every eigenvalue up to 1.5 p. It is kept
+    as the reference has it, since `hill_alpha` is meant to reproduce the reference's metric."""
+    counts, edges = np.histogram(np.log10(eig), bins=bins)
+    peak = 10 ** edges[np.argmax(counts)]
+    return float(np.log10(0.95 * peak)), 1.5 * peak
+
+
+def _peak_alpha(eig: np.ndarray) -> float:
+    """`hill_alpha` with ``xmin="peak"`` on ascending positive eigenvalues. As in the reference,
+    a skipped candidate counts as alpha 0 at distance 1 and a candidate with alpha <= 1 keeps
+    its alpha at distance 1, and the first smallest distance wins, so a spectrum with no
+    better fit returns the first entry (0 when the first candidate was skipped)."""
+    low, high = _peak_window(eig)
+    logs = np.log(eig)
+    alphas = np.zeros(len(eig) - 1)
+    distances = np.ones(len(eig) - 1)
+    for i in range(len(eig) - 1):
+        if eig[i] < low:
+            continue
+        if eig[i] > high:
+            break
+        n = len(eig) - i
+        denominator = logs[i:].sum() - n * logs[i]
+        if denominator <= 0:  # ties at the top of the spectrum: no finite fit (the reference divides by 0)
+            continue
+        alphas[i] = 1 + n / denominator
+        if alphas[i] > 1:
+            cdf = 1 - (eig[i:] / eig[i]) ** (1 - alphas[i])
+            distances[i] = np.max(np.abs(cdf - np.arange(n) / n))
+    return float(alphas[np.argmin(distances)])
+
+
+def block_alphas(model: nn.Module, xmin: Literal["peak", "scan"] = "peak") -> np.ndarray:
+    """AlphaPruning's per-block metric: the mean heavy-tail exponent (`hill_alpha` with `xmin`)
+    of the eigenvalues of W^T W (the squared singular values of W) over the block's linear
+    layers, as the reference averages its per-layer alphas per block (``block_wise`` mapping)."""
     out = []
     for block in range(components.layout(model).n_layers):
         alphas = [
-            hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float()).double().cpu().numpy() ** 2)
+            hill_alpha(torch.linalg.svdvals(components.weight(m).detach().float()).double().cpu().numpy() ** 2, xmin)
             for m in components.linear_layers(model, block).values()
         ]
         out.append(float(np.mean(alphas)))
@@ -240,10 +314,13 @@ def block_alphas(model: nn.Module) -> np.ndarray:
 
 
 def alphapruning_sparsities(alphas, sparsity: float, eps: float = 0.3, block_params=None) -> np.ndarray:
-    """AlphaPruning's map: block metric mapped linearly onto [1 - eps, 1 + eps] (higher alpha,
+    """AlphaPruning's map (`ww_sparsity` in haiquanlu/AlphaPruning, lib/prune.py, with its
+    default eps 0.3): block metric mapped linearly onto [1 - eps, 1 + eps] (higher alpha,
     a less trained block, is pruned more), then scaled so that the parameter-weighted mean
-    sparsity is `sparsity`. Where that would ask more than MAX_BLOCK_SPARSITY of a block
-    (high budgets), eps is narrowed to the largest value that does not."""
+    sparsity is `sparsity`. Two cases the reference does not handle: equal metrics give the
+    uniform allocation (the reference divides by zero), and where the map would ask more than
+    MAX_BLOCK_SPARSITY of a block (high budgets), eps is narrowed to the largest value that
+    does not."""
     check_sparsity(sparsity, "global sparsity")
     if sparsity > MAX_BLOCK_SPARSITY:
         raise SparsityError(f"global sparsity {sparsity} exceeds the largest block sparsity {MAX_BLOCK_SPARSITY}")

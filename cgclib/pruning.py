@@ -10,6 +10,16 @@ Wanda scores weight W_ij by abs(W_ij) * ||X_j||_2, X_j being input feature j ove
 calibration tokens, and removes the lowest-scoring share of every output row. As in the
 reference implementation, blocks are pruned in order and each block's calibration inputs
 are those produced by the blocks already pruned before it.
+
+Also as in the reference (`prune_wanda` in locuslab/wanda, lib/prune.py, whose
+`WrappedGPT.add_batch` in lib/layerwrapper.py sums x^2 over every token of every sample),
+the input norms are taken over every token, position 0 included, by default
+(`first_token=True`). OWL reuses these statistics for its outlier ratios, and AlphaPruning
+prunes with the same `prune_wanda`, so their defaults match their references too. In
+LLaMA-family models position 0 carries the massive activations that dominate some input
+norms, so leaving it out changes the scores: `first_token=False` (the rule of our other
+statistics, `tokens.token_mask`) is kept as an option to measure that effect. Padding,
+which the reference never has, is always left out.
 """
 
 from __future__ import annotations
@@ -48,9 +58,12 @@ def input_square_sums(
     pad_token_id: int | None,
     modules: Mapping[str, torch.nn.Module],
     batch_sequences: int = 16,
+    first_token: bool = True,
 ) -> dict[str, torch.Tensor]:
     """sum over calibration tokens of x_j^2 for every input feature j of each module
     (padding left out): ||X_j||_2 squared, accumulated batch by batch on the model's device.
+    By default every real token counts, position 0 included, as in the reference Wanda
+    (module docstring); `first_token=False` leaves position 0 out.
     The forward passes stop after the last block that holds one of the modules."""
     device = devices.input_device(model)
     acc = {
@@ -61,7 +74,7 @@ def input_square_sums(
     with stopped_after(model, components.last_block_holding(model, modules.values())) as forward:
         for start in range(0, len(ids), batch_sequences):
             chunk = ids[start : start + batch_sequences].to(device)
-            mask = token_mask(chunk, pad_token_id)
+            mask = token_mask(chunk, pad_token_id, first_token=first_token)
 
             def grab(name, x, mask=mask):
                 acc[name] += x[mask].double().pow(2).sum(0)
@@ -112,9 +125,11 @@ def wanda_block_masks(
     block_sparsity: Mapping[int, float],
     batch_sequences: int = 16,
     progress: bool = False,
+    first_token: bool = True,
 ) -> Masks:
     """Unstructured Wanda masks for every linear layer of the given blocks, block b pruned
-    at `block_sparsity[b]`, blocks in order with inputs from the already pruned blocks."""
+    at `block_sparsity[b]`, blocks in order with inputs from the already pruned blocks.
+    `first_token` as in `input_square_sums` (default: every token, as the reference)."""
     for block, s in block_sparsity.items():
         components.check_layer(model, block)
         check_sparsity(s, f"sparsity of block {block}")
@@ -125,7 +140,9 @@ def wanda_block_masks(
         # each pass starts at the previous block (now pruned) and stops after this one
         with masked(model, masks), resumed_at(model, recorded) if recorded else nullcontext():
             sums, recorded = recorded_inputs(
-                model, block, partial(input_square_sums, model, ids, pad_token_id, layers, batch_sequences)
+                model,
+                block,
+                partial(input_square_sums, model, ids, pad_token_id, layers, batch_sequences, first_token=first_token),
             )
         masks.update(wanda_masks(layers, sums, block_sparsity[block]))
     return masks

@@ -72,12 +72,77 @@ def test_heads_to_prune_takes_the_lowest_scores():
     assert allocation.heads_to_prune(scores, 0.0) == []
 
 
-def test_hill_alpha_recovers_a_power_law_exponent():
+@pytest.mark.parametrize("xmin", ["peak", "scan"])
+def test_hill_alpha_recovers_a_power_law_exponent(xmin):
     rng = np.random.default_rng(0)
     sample = rng.pareto(2.0, size=4000) + 1.0  # density proportional to x^-3
-    assert allocation.hill_alpha(sample) == pytest.approx(3.0, rel=0.08)
+    assert allocation.hill_alpha(sample, xmin) == pytest.approx(3.0, rel=0.08)
     with pytest.raises(ValueError, match="at least 3"):
-        allocation.hill_alpha([0.0, 1.0])
+        allocation.hill_alpha([0.0, 1.0], xmin)
+
+
+def test_hill_alpha_refuses_bad_input():
+    with pytest.raises(ValueError, match="at least 3 positive eigenvalues, got 2"):
+        allocation.hill_alpha([0.0, -1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="at least 3 positive eigenvalues, got 2"):
+        allocation.hill_alpha([1e-6, 2.0, 3.0], "scan")  # the full scan leaves out values below 1e-5
+    with pytest.raises(ValueError, match='xmin must be "peak" or "scan", got \'mid\''):
+        allocation.hill_alpha([1.0, 2.0, 3.0, 4.0], "mid")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_peak_alpha_recovers_the_tail_of_a_spectrum_with_a_bulk(seed):
+    """A bulk of eigenvalues below 1 (the histogram's peak) and a Pareto tail from 1 with
+    density proportional to x^-2.5: the fit around the peak finds the tail's exponent."""
+    rng = np.random.default_rng(seed)
+    bulk = rng.uniform(0.1, 1.0, size=3000)
+    tail = rng.pareto(1.5, size=1000) + 1.0
+    assert allocation.hill_alpha(np.concatenate([bulk, tail])) == pytest.approx(2.5, abs=0.2)
+
+
+def _reference_alpha_peak(eigenvalues: np.ndarray) -> float:
+    """A second reading of the reference: net_esd_estimator in haiquanlu/AlphaPruning,
+    lib/esd_utils.py, with fix_fingers='xmin_peak' and its other defaults (bins=100,
+    filter_zeros=False), step by step in its own torch calls, in float64 instead of float32."""
+    bins = 100
+    eigs, _ = torch.sort(torch.as_tensor(eigenvalues, dtype=torch.float64), descending=False)
+    nz_eigs = eigs
+    N = len(nz_eigs)
+    log_nz_eigs = torch.log(nz_eigs)
+    alphas = torch.zeros(N - 1, dtype=torch.float64)
+    Ds = torch.ones(N - 1, dtype=torch.float64)
+    hist_nz_eigs = torch.log10(nz_eigs)
+    min_e, max_e = hist_nz_eigs.min(), hist_nz_eigs.max()
+    counts = torch.histc(hist_nz_eigs, bins, min=min_e, max=max_e)
+    boundaries = torch.linspace(min_e, max_e, bins + 1, dtype=torch.float64)
+    h = counts, boundaries
+    ih = torch.argmax(h[0])
+    xmin2 = 10 ** h[1][ih]
+    xmin_min = torch.log10(0.95 * xmin2)
+    xmin_max = 1.5 * xmin2
+    for i, xmin in enumerate(nz_eigs[:-1]):
+        if xmin < xmin_min:
+            continue
+        if xmin > xmin_max:
+            break
+        n = float(N - i)
+        seq = torch.arange(n, dtype=torch.float64)
+        alpha = 1 + n / (torch.sum(log_nz_eigs[i:]) - n * log_nz_eigs[i])
+        alphas[i] = alpha
+        if alpha > 1:
+            Ds[i] = torch.max(torch.abs(1 - (nz_eigs[i:] / xmin) ** (-alpha + 1) - seq / n))
+    min_D_index = torch.argmin(Ds)
+    return alphas[min_D_index].item()
+
+
+@pytest.mark.parametrize("scale", [0.05, 1.0])
+def test_peak_alpha_is_the_references_alpha_peak(scale):
+    # heavy-tailed entries; at scale 1 the reference's lower bound skips the smallest eigenvalues
+    w = np.random.default_rng(0).standard_t(4, size=(256, 256)) * scale
+    eig = np.linalg.svd(w, compute_uv=False) ** 2
+    expected = _reference_alpha_peak(eig)
+    assert allocation.hill_alpha(eig) == pytest.approx(expected, abs=1e-9)
+    assert allocation.hill_alpha(eig, "scan") != pytest.approx(expected, abs=0.1)
 
 
 def test_alphapruning_map_and_budget():
@@ -88,9 +153,10 @@ def test_alphapruning_map_and_budget():
     assert high.max() == pytest.approx(allocation.MAX_BLOCK_SPARSITY) and high.mean() == pytest.approx(0.9)
 
 
-def test_block_alphas_are_finite_for_both_families():
+@pytest.mark.parametrize("xmin", ["peak", "scan"])
+def test_block_alphas_are_finite_for_both_families(xmin):
     for family in ("gpt2", "llama"):
-        alphas = allocation.block_alphas(TINY[family]())
+        alphas = allocation.block_alphas(TINY[family](), xmin)
         assert alphas.shape == (3,) and np.all(np.isfinite(alphas)) and np.all(alphas > 1)
 
 

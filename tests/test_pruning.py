@@ -1,4 +1,5 @@
-"""Wanda masks against a direct computation on stored inputs, the masking context, and
+"""Wanda masks against a direct computation on stored inputs and against the reference's
+recipe, the input statistics with and without position 0, the masking context, and
 pruning of a single head."""
 
 import pytest
@@ -49,9 +50,8 @@ def test_block_masks_match_wanda_on_stored_inputs_and_restore_the_weights(family
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert set(masks) == {f"{b}.{n}" for b in (0, 2) for n in components.linear_layers(model, b)}
 
-    # block 0 sees dense inputs: recompute its Wanda scores from stored activations
+    # block 0 sees dense inputs: recompute its Wanda scores from stored activations (every token but padding)
     keep = ids != 2
-    keep[:, 0] = False
     name, module = next(iter(components.linear_layers(model, 0).items()))
     stored = []
     hook = module.register_forward_pre_hook(lambda m, a: stored.append(a[0][keep]))
@@ -65,6 +65,51 @@ def test_block_masks_match_wanda_on_stored_inputs_and_restore_the_weights(family
     expected = torch.zeros_like(w, dtype=torch.bool).scatter_(1, scores.argsort(dim=1, stable=True)[:, :k], True)
     assert torch.equal(masks[f"0.{name}"], expected)
     assert masks[f"2.{name}"].sum(1).eq(int(w.shape[1] * 0.25)).all()
+
+
+def _captured_inputs(model, module, ids):
+    """The inputs of `module` in one plain forward pass, (batch, seq, in), by a forward pre-hook."""
+    stored = []
+    hook = module.register_forward_pre_hook(lambda m, a: stored.append(a[0].detach().clone()))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+    finally:
+        hook.remove()
+    (x,) = stored
+    return x.double()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_input_square_sums_count_position_0_by_default(family):
+    """Like the reference Wanda (WrappedGPT.add_batch sums x^2 over every token), unless
+    first_token=False."""
+    model = TINY[family]()
+    ids = torch.randint(3, 64, (5, 10), generator=torch.Generator().manual_seed(1))  # no padding
+    name, module = next(iter(components.linear_layers(model, 1).items()))
+    x = _captured_inputs(model, module, ids)
+    every = input_square_sums(model, ids, None, {name: module}, batch_sequences=2)[name]
+    later = input_square_sums(model, ids, None, {name: module}, batch_sequences=2, first_token=False)[name]
+    torch.testing.assert_close(every, x.pow(2).sum((0, 1)))
+    torch.testing.assert_close(later, x[:, 1:].pow(2).sum((0, 1)))
+    assert not torch.allclose(every, later)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_block_mask_follows_the_reference_recipe(family):
+    """score = abs(W) * sqrt(sum of x^2 over every token), and in every output row the
+    floor(s * in) lowest scores removed (stable sort), as prune_wanda does."""
+    model = TINY[family]().double()
+    ids = torch.randint(3, 64, (6, 12), generator=torch.Generator().manual_seed(2))  # no padding
+    sparsity = 0.6
+    masks = wanda_block_masks(model, ids, None, {0: sparsity})
+    for name, module in components.linear_layers(model, 0).items():
+        x = _captured_inputs(model, module, ids)
+        w = components.weight(module).detach()
+        score = w.abs() * torch.sqrt(x.pow(2).sum((0, 1)))[None, :]
+        removed = torch.sort(score, dim=-1, stable=True)[1][:, : int(w.shape[1] * sparsity)]
+        expected = torch.zeros_like(w, dtype=torch.bool).scatter_(1, removed, True)
+        assert torch.equal(masks[f"0.{name}"], expected), name
 
 
 def test_later_blocks_are_scored_on_inputs_from_the_pruned_blocks():
@@ -132,6 +177,6 @@ def test_statistics_of_early_blocks_stop_the_forward_pass_there(family):
     full = {}
     with linear_inputs(model, layers, lambda n, x: full.setdefault(n, []).append(x)), torch.no_grad():
         model(input_ids=ids, attention_mask=(ids != 2).long())
-    mask = token_mask(ids, 2)
+    mask = token_mask(ids, 2, first_token=True)
     for name, xs in full.items():
         torch.testing.assert_close(early[name], xs[0][mask].double().pow(2).sum(0))

@@ -121,12 +121,10 @@ def input_norms_streamed(model: nn.Module, ids):
 @torch.no_grad()
 def input_norms_stored(model: nn.Module, ids):
     """Store every linear layer's inputs for all tokens, then reduce: memory grows with tokens.
-    (The first position is left out, as the library's statistics do.)"""
+    (Every position counts, as in Wanda's reference statistics.)"""
     stored: dict[str, list[torch.Tensor]] = {}
     modules = components.all_linear_layers(model)
-    with linear_inputs(
-        model, modules, lambda name, x: stored.setdefault(name, []).append(x[:, 1:].reshape(-1, x.shape[-1]))
-    ):
+    with linear_inputs(model, modules, lambda name, x: stored.setdefault(name, []).append(x.reshape(-1, x.shape[-1]))):
         for row in ids.to(devices.input_device(model)):
             model(input_ids=row[None])
     return {name: torch.cat(xs).pow(2).sum(0) for name, xs in stored.items()}
@@ -273,7 +271,7 @@ def allocation_masks_stored(model: nn.Module, ids, allocation):
         stored: dict[str, list[torch.Tensor]] = {}
 
         def grab(name: str, x: torch.Tensor, stored: dict[str, list[torch.Tensor]] = stored) -> None:
-            stored.setdefault(name, []).append(x[0, 1:])
+            stored.setdefault(name, []).append(x[0])
 
         with masked(model, masks), linear_inputs(model, layers, grab):
             for row in ids.to(devices.input_device(model)):
