@@ -4,8 +4,14 @@ Both run in batches without gradients on the model's device, and return per-exam
 numbers as well as the totals, so that chapters can bootstrap confidence intervals over
 evaluation examples. Both are one computation (`score_rows`): per row, the NLL of the
 tokens that count and whether each was the top prediction. `evaluate` returns the whole
-profile of a (possibly compressed) model in one call, language rows and probes sharing
-forward passes.
+profile of a (possibly compressed) model in one call, language rows, held-out rows of
+the training mixture and probes sharing forward passes.
+
+A test bed's language rows are background-language paragraphs, which hold no task segment:
+perplexity on them cannot see a capability's loss by construction. Perplexity on the
+mixture rows is taken on every token training takes a loss on, task answers included.
+Besides exact match, each probe has a graded score, the mean log-probability of its answer
+tokens, which still moves when exact match sits at 100%.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -83,6 +90,17 @@ class ProbeResult:
     def task_perplexity(self) -> float:
         """exp of the mean per-token answer NLL: a smooth companion to exact match."""
         return float(math.exp(self.answer_nll.sum() / self.answer_tokens.sum()))
+
+    @property
+    def answer_logprob(self) -> np.ndarray:
+        """(n,) mean log-probability per answer token of each probe, in nats: a graded
+        score that moves before an answer stops being exact."""
+        return -self.answer_nll / self.answer_tokens
+
+    @property
+    def mean_logprob(self) -> float:
+        """`answer_logprob` averaged over the probes (each counts once, whatever its length)."""
+        return float(self.answer_logprob.mean())
 
 
 MAX_BATCH_TOKENS = 2**15  # logits of a batch: tokens x vocabulary; 6.6 GB in float32 for GPT-2's vocabulary
@@ -241,26 +259,44 @@ def perplexity(
 @dataclass
 class EvaluationData:
     """What a model is evaluated on: language text (rows of token ids and the mask of the
-    tokens that count) and capability probes."""
+    tokens that count), capability probes and, optionally, held-out rows of the training
+    mixture (`mixture_score` is then required: it marks the tokens that count)."""
 
     windows: torch.Tensor
     score: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     probes: dict[str, ProbeSet] = field(default_factory=dict)
     perplexity_floor: float | None = None
+    mixture_windows: torch.Tensor | None = None
+    mixture_score: torch.Tensor | None = None
+    mixture_attention: torch.Tensor | None = None
 
     @classmethod
     def for_testbed(
-        cls, suite: CapabilitySuite, tokenizer, n_probes: int, n_paragraphs: int, seed: int = 0
+        cls,
+        suite: CapabilitySuite,
+        tokenizer,
+        n_probes: int,
+        n_paragraphs: int,
+        seed: int = 0,
+        n_mixture: int = 0,
+        mixture_seq_len: int = 128,
     ) -> EvaluationData:
-        """Held-out probes of every capability and held-out background-language paragraphs."""
+        """Held-out probes of every capability, held-out background-language paragraphs
+        and, if `n_mixture` > 0, that many held-out rows of `mixture_seq_len` tokens of the
+        training mixture (`CapabilitySuite.mixture_eval`)."""
         windows, score, floor = suite.language_eval(n_paragraphs, seed=seed)
         probes = {t: build_probe_set(tokenizer, t, suite.probes(t, n_probes, seed=seed)) for t in suite.tasks}
         attention = (windows != tokenizer.pad_token_id).long()
-        return cls(windows, score, attention, probes, floor)
+        data = cls(windows, score, attention, probes, floor)
+        if n_mixture > 0:
+            data.mixture_windows, data.mixture_score = suite.mixture_eval(n_mixture, seed=seed, seq_len=mixture_seq_len)
+            data.mixture_attention = (data.mixture_windows != tokenizer.pad_token_id).long()
+        return data
 
     def digest(self) -> str:
-        """sha256 of every tensor that determines an evaluation's result (a cache key)."""
+        """sha256 of every tensor that determines an evaluation's result (a cache key).
+        Without mixture rows it is what it was before they existed, so caches stay valid."""
         h = hashlib.sha256()
         tensors = [self.windows, self.score, self.attention_mask]
         for task in sorted(self.probes):
@@ -269,11 +305,16 @@ class EvaluationData:
             tensors += [p.input_ids, p.answer_mask, p.attention_mask]
         for t in tensors:
             h.update(b"-" if t is None else str(tuple(t.shape)).encode() + t.cpu().contiguous().numpy().tobytes())
+        if self.mixture_windows is not None:
+            h.update(b"mixture")
+            for t in (self.mixture_windows, self.mixture_score, self.mixture_attention):
+                h.update(b"-" if t is None else str(tuple(t.shape)).encode() + t.cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
     def subset(self, n_probes: int, n_windows: int) -> EvaluationData:
         """The first `n_probes` probes of every capability and the first `n_windows`
-        language rows: a cheaper evaluation for sweeps with many points."""
+        language rows and mixture rows alike: a cheaper evaluation for sweeps with many
+        points."""
         if n_probes < 1 or n_windows < 1:
             raise ValueError(f"a subset needs at least one probe and one window, got {n_probes}, {n_windows}")
 
@@ -290,19 +331,34 @@ class EvaluationData:
             )
             for task, p in self.probes.items()
         }
-        return EvaluationData(self.windows[:n_windows], head(self.score), head(self.attention_mask), probes)
+        return EvaluationData(
+            self.windows[:n_windows],
+            head(self.score),
+            head(self.attention_mask),
+            probes,
+            mixture_windows=head(self.mixture_windows),
+            mixture_score=head(self.mixture_score),
+            mixture_attention=head(self.mixture_attention),
+        )
 
 
 @dataclass(frozen=True)
 class Profile:
-    """The evaluation of one model: perplexity and per-capability results."""
+    """The evaluation of one model: perplexity, per-capability results and, if the data had
+    mixture rows, perplexity on held-out text of the training mixture."""
 
     language: PerplexityResult
     capabilities: dict[str, ProbeResult]
+    mixture: PerplexityResult | None = None
 
     @property
     def perplexity(self) -> float:
         return self.language.perplexity
+
+    @property
+    def mixture_perplexity(self) -> float:
+        """Perplexity on the mixture rows; NaN for data without them."""
+        return self.mixture.perplexity if self.mixture is not None else float("nan")
 
     def accuracy(self) -> dict[str, float]:
         return {t: r.accuracy for t, r in self.capabilities.items()}
@@ -313,40 +369,67 @@ class Profile:
         accuracy = self.accuracy()
         return float(np.mean(list(accuracy.values()))) if accuracy else float("nan")
 
+    def graded(self) -> dict[str, float]:
+        """Mean answer log-probability per token (nats) of every capability."""
+        return {t: r.mean_logprob for t, r in self.capabilities.items()}
+
+    def mean_graded(self) -> float:
+        """`graded` averaged over capabilities (each counts once); NaN without probes."""
+        graded = self.graded()
+        return float(np.mean(list(graded.values()))) if graded else float("nan")
+
     def table(self) -> pd.DataFrame:
         rows = [
-            {"capability": t, "accuracy": r.accuracy, "task perplexity": r.task_perplexity, "n": len(r.correct)}
+            {
+                "capability": t,
+                "accuracy": r.accuracy,
+                "answer logprob": r.mean_logprob,
+                "task perplexity": r.task_perplexity,
+                "n": len(r.correct),
+            }
             for t, r in self.capabilities.items()
         ]
         return pd.DataFrame(rows).set_index("capability")
 
 
 def _rows_of(data: EvaluationData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]]:
-    """Every row of `data`, language first and then each capability's probes, padded to one
-    width: (input ids, scored tokens, attention mask or None, row counts per part)."""
+    """Every row of `data`, language first, then the mixture rows if any, then each
+    capability's probes, padded to one width: (input ids, scored tokens, attention mask or
+    None, row counts per part)."""
     for name, mask in (("score", data.score), ("attention", data.attention_mask)):
         if mask is not None and mask.shape != data.windows.shape:
             raise ValueError(f"{name} mask shape {tuple(mask.shape)} differs from windows {tuple(data.windows.shape)}")
     language_score = _language_score(data.windows, data.score, data.attention_mask)
-    if not data.probes:
+    if not data.probes and data.mixture_windows is None:
         return data.windows, language_score, data.attention_mask, [len(data.windows)]
-    width = max(data.windows.shape[1], *(p.input_ids.shape[1] for p in data.probes.values()))
+
+    language_attention = torch.ones_like(data.windows) if data.attention_mask is None else data.attention_mask
+    parts = [(data.windows, language_score, language_attention)]
+    if data.mixture_windows is not None:
+        mixture = data.mixture_windows
+        if data.mixture_score is None:
+            raise ValueError("mixture rows need mixture_score, the mask of the tokens that count")
+        mixture_attention = torch.ones_like(mixture) if data.mixture_attention is None else data.mixture_attention
+        for name, mask in (("mixture score", data.mixture_score), ("mixture attention", mixture_attention)):
+            if mask.shape != mixture.shape:
+                raise ValueError(f"{name} mask shape {tuple(mask.shape)} differs from rows {tuple(mixture.shape)}")
+        parts.append((mixture, data.mixture_score, mixture_attention))
+    parts += [(p.input_ids, p.answer_mask, p.attention_mask) for p in data.probes.values()]
+    width = max(part[0].shape[1] for part in parts)
 
     def padded(t: torch.Tensor) -> torch.Tensor:
         return F.pad(t, (0, width - t.shape[1]))
 
-    language_attention = torch.ones_like(data.windows) if data.attention_mask is None else data.attention_mask
-    parts = [(data.windows, language_score, language_attention)]
-    parts += [(p.input_ids, p.answer_mask, p.attention_mask) for p in data.probes.values()]
     ids, scored, attention = (torch.cat([padded(part[i]) for part in parts]) for i in range(3))
     return ids, scored, attention, [len(part[0]) for part in parts]
 
 
 def evaluate(model: nn.Module, data: EvaluationData, batch_size: int = 256, progress: bool = False) -> Profile:
-    """Perplexity and every capability of `model` on `data`. The language rows and every
-    capability's probes share forward passes: all rows go through `score_rows` together, in
-    batches of rows of similar length (`length_batches`) of at most `batch_size` rows and
-    MAX_BATCH_TOKENS tokens, which takes fewer passes than scoring each part on its own."""
+    """Perplexity, mixture perplexity and every capability of `model` on `data`. The
+    language rows, the mixture rows and every capability's probes share forward passes: all
+    rows go through `score_rows` together, in batches of rows of similar length
+    (`length_batches`) of at most `batch_size` rows and MAX_BATCH_TOKENS tokens, which takes
+    fewer passes than scoring each part on its own."""
     ids, scored, attention, counts = _rows_of(data)
     was_training = model.training
     model.eval()
@@ -356,21 +439,31 @@ def evaluate(model: nn.Module, data: EvaluationData, batch_size: int = 256, prog
         model.train(was_training)
     ends = np.cumsum(counts)
     language = PerplexityResult.of_windows(rows.nll[: ends[0]], rows.tokens[: ends[0]])
+    mixture = None
+    if data.mixture_windows is not None:
+        mixture = PerplexityResult.of_windows(rows.nll[ends[0] : ends[1]], rows.tokens[ends[0] : ends[1]])
+        ends = ends[1:]
     caps = {
         task: ProbeResult(task, rows.exact[a:b], rows.nll[a:b], rows.tokens[a:b])
         for task, a, b in zip(data.probes, ends[:-1], ends[1:], strict=True)
     }
-    return Profile(language, caps)
+    return Profile(language, caps, mixture)
 
 
 def perplexity_change(
-    a: Profile, b: Profile, n_resamples: int = 2000, seed: int = 0
+    a: Profile, b: Profile, n_resamples: int = 2000, seed: int = 0, part: Literal["language", "mixture"] = "language"
 ) -> tuple[float, tuple[float, float]]:
     """Relative change of perplexity from `b` to `a` (a / b - 1) on the same evaluation
-    text, with a 95% bootstrap interval over windows resampled jointly for both."""
-    nll_a, nll_b = a.language.window_nll, b.language.window_nll
-    tokens = a.language.window_tokens
-    if nll_b.shape != nll_a.shape or not np.array_equal(tokens, b.language.window_tokens):
+    text, the language rows or the mixture rows (`part`), with a 95% bootstrap interval
+    over windows resampled jointly for both."""
+    if part not in ("language", "mixture"):
+        raise ValueError(f"part must be 'language' or 'mixture', got {part!r}")
+    text_a, text_b = (a.language, b.language) if part == "language" else (a.mixture, b.mixture)
+    if text_a is None or text_b is None:
+        raise ValueError("perplexity_change on the mixture needs two profiles evaluated with mixture rows")
+    nll_a, nll_b = text_a.window_nll, text_b.window_nll
+    tokens = text_a.window_tokens
+    if nll_b.shape != nll_a.shape or not np.array_equal(tokens, text_b.window_tokens):
         raise ValueError("perplexity_change needs two evaluations of the same windows")
     value = math.exp((nll_a.sum() - nll_b.sum()) / tokens.sum()) - 1
     idx = np.random.default_rng(seed).integers(len(tokens), size=(n_resamples, len(tokens)))
@@ -380,14 +473,26 @@ def perplexity_change(
 
 
 def accuracy_gap(
-    a: list[Profile], b: list[Profile], n_resamples: int = 2000, seed: int = 0
+    a: list[Profile],
+    b: list[Profile],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    metric: Literal["exact", "logprob"] = "exact",
 ) -> tuple[float, tuple[float, float]]:
-    """Mean exact-match accuracy of profiles `a` minus that of `b`, averaged over the pairs
+    """Mean capability score of profiles `a` minus that of `b`, averaged over the pairs
     (a[i], b[i]) (e.g. two strategies at each sparsity of a grid) and over capabilities,
     with a 95% bootstrap interval: probes resampled within each capability, the same
-    resample for every pair, since every profile answered the same probes."""
+    resample for every pair, since every profile answered the same probes. The score of a
+    probe is exact match (1 or 0; `metric="exact"`, a gap in accuracy) or its
+    `answer_logprob` (`metric="logprob"`, a gap in nats per answer token)."""
     if len(a) != len(b) or not a:
         raise ValueError("accuracy_gap needs two equally long, non-empty lists of profiles")
+    if metric not in ("exact", "logprob"):
+        raise ValueError(f"metric must be 'exact' or 'logprob', got {metric!r}")
+
+    def score(result: ProbeResult) -> np.ndarray:
+        return result.correct.astype(float) if metric == "exact" else result.answer_logprob
+
     tasks = list(a[0].capabilities)
     if not tasks:
         raise ValueError("the profiles have no capability probes")
@@ -395,10 +500,7 @@ def accuracy_gap(
     value, boot = 0.0, np.zeros(n_resamples)
     for task in tasks:
         diff = np.stack(
-            [
-                pa.capabilities[task].correct.astype(float) - pb.capabilities[task].correct.astype(float)
-                for pa, pb in zip(a, b, strict=True)
-            ]
+            [score(pa.capabilities[task]) - score(pb.capabilities[task]) for pa, pb in zip(a, b, strict=True)]
         )  # (pairs, probes)
         per_probe = diff.mean(0)
         value += per_probe.mean() / len(tasks)

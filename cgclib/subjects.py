@@ -1,8 +1,8 @@
 """The model a chapter studies, with everything it is evaluated and calibrated on.
 
 A *subject* bundles the loaded model and tokenizer with its evaluation data: for a test
-bed, held-out capability probes and background-language paragraphs from its capability
-suite; for any other model, WikiText-2 text (which needs the `datasets` hub, so it fails
+bed, held-out capability probes, background-language paragraphs and rows of the training
+mixture from its capability suite; for any other model, WikiText-2 text (which needs the `datasets` hub, so it fails
 offline with a clear message). Chapters call `load_subject(model, device, dtype, ...)` once
 and pass the subject around.
 """
@@ -105,17 +105,32 @@ def load_subject(
     n_paragraphs: int = 500,
     seed: int = 0,
     eval_seq_len: int = 1024,
+    n_mixture: int | None = None,
 ) -> Subject:
     """Load a model and its evaluation data. For a test bed, `n_probes` held-out probes per
-    capability and `n_paragraphs` background-language paragraphs; for another model,
-    `n_paragraphs` windows of `eval_seq_len` WikiText-2 test tokens."""
+    capability, `n_paragraphs` background-language paragraphs and `n_mixture` (default
+    a quarter of `n_paragraphs`, which scores about as many tokens as the paragraphs; 0 for
+    none) held-out rows of the training mixture, as long as its training windows; for
+    another model, `n_paragraphs` windows of `eval_seq_len`
+    WikiText-2 test tokens and no mixture rows: that text is already the general text such
+    a model was trained on, so `n_mixture` must be None or 0."""
     loaded = load_model(name, device=device, dtype=dtype)
     if name in TESTBEDS:
         if loaded.card is None:
             raise CheckpointError(f"test bed {name!r} was loaded without its model card")
         suite = CapabilitySuite(loaded.card["suite_seed"])
-        data = EvaluationData.for_testbed(suite, loaded.tokenizer, n_probes, n_paragraphs, seed=seed)
+        data = EvaluationData.for_testbed(
+            suite,
+            loaded.tokenizer,
+            n_probes,
+            n_paragraphs,
+            seed=seed,
+            n_mixture=max(1, n_paragraphs // 4) if n_mixture is None else n_mixture,
+            mixture_seq_len=loaded.card["training"]["seq_len"],
+        )
         return Subject(name, loaded, suite, data)
+    if n_mixture:
+        raise ValueError(f"{name!r} is not a test bed: it has no training mixture to take rows from")
     seq_len = min(eval_seq_len, getattr(loaded.model.config, "max_position_embeddings", eval_seq_len))
     windows = _wikitext_windows(loaded.tokenizer, "test", n_paragraphs, seq_len, seed)
     return Subject(name, loaded, None, EvaluationData(windows))

@@ -486,30 +486,39 @@ class CapabilitySuite:
         rng = np.random.default_rng([self.seed, seed, 0])
         return "\n".join(" ".join(self.segment(rng).tokens) for _ in range(n_segments)) + "\n"
 
+    def _packed_rows(
+        self, rng: np.random.Generator, seq_len: int, split: Split
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Endless (input ids, labels) rows of `seq_len`: `<bos>`, then whole segments of
+        `split` while they fit, then padding. A segment that does not fit opens the next row;
+        one of `seq_len` tokens or more is dropped. Labels are -100 where no loss is taken."""
+        ids = {w: i for i, w in enumerate(self.vocabulary)}
+        pending: Segment | None = None
+        while True:
+            inputs = np.full(seq_len, ids[PAD], dtype=np.int64)
+            labels = np.full(seq_len, IGNORE_INDEX, dtype=np.int64)
+            inputs[0] = ids[BOS]
+            pos = 1
+            while True:
+                seg = pending or self.segment(rng, split)
+                pending = None
+                if pos + len(seg.tokens) > seq_len:
+                    pending = seg if len(seg.tokens) < seq_len else None
+                    break
+                seg_ids = [ids[t] for t in seg.tokens]
+                inputs[pos : pos + len(seg_ids)] = seg_ids
+                labels[pos : pos + len(seg_ids)] = np.where(seg.loss, seg_ids, IGNORE_INDEX)
+                pos += len(seg_ids)
+            yield inputs, labels
+
     def training_batches(self, seed: int, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Endless (input_ids, labels) batches: windows that start with <bos> and are packed
         with whole segments; the rest of a window is padding. Labels are -100 where no loss
         is taken (prompts, padding)."""
-        ids = {w: i for i, w in enumerate(self.vocabulary)}
-        rng = np.random.default_rng([self.seed, seed, 0])
-        pending: Segment | None = None
+        rows = self._packed_rows(np.random.default_rng([self.seed, seed, 0]), seq_len, "train")
         while True:
-            inputs = np.full((batch_size, seq_len), ids[PAD], dtype=np.int64)
-            labels = np.full((batch_size, seq_len), IGNORE_INDEX, dtype=np.int64)
-            for row in range(batch_size):
-                inputs[row, 0] = ids[BOS]
-                pos = 1
-                while True:
-                    seg = pending or self.segment(rng)
-                    pending = None
-                    if pos + len(seg.tokens) > seq_len:
-                        pending = seg if len(seg.tokens) < seq_len else None
-                        break
-                    seg_ids = [ids[t] for t in seg.tokens]
-                    inputs[row, pos : pos + len(seg_ids)] = seg_ids
-                    labels[row, pos : pos + len(seg_ids)] = np.where(seg.loss, seg_ids, IGNORE_INDEX)
-                    pos += len(seg_ids)
-            yield torch.from_numpy(inputs), torch.from_numpy(labels)
+            inputs, labels = zip(*(next(rows) for _ in range(batch_size)), strict=True)
+            yield torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(labels))
 
     # --- evaluation data ---
     def probes(self, task: str, n: int, seed: int = 0, split: Split = "eval") -> list[Example]:
@@ -551,6 +560,22 @@ class CapabilitySuite:
             rows[i, 1 : 1 + len(para.tokens)] = torch.tensor([ids[t] for t in para.tokens])
             score[i, 2 : 1 + len(para.tokens)] = True
         return rows, score, entropy_floor(self.grammar, paragraphs)
+
+    def mixture_eval(self, n_rows: int, seed: int = 0, seq_len: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out rows of the whole training mixture and the mask of the tokens to score.
+
+        Rows are packed as `training_batches` packs its windows, but every task segment comes
+        from the evaluation split, so no task example of these rows was trained on, and the
+        paragraphs are fresh draws of the grammar (a short one may equal a trained one, as in
+        `language_eval`). A token is scored exactly when training takes a loss on
+        it (its label is not -100): the answers of task segments (for key-value recall, every
+        queried value) with their `<eos>`, and every token of a paragraph, the first one
+        included (also at position 1, right after `<bos>`). Never `<bos>`, prompts, markers
+        or padding. The stream (suite seed, `seed`, 5) is used by nothing else: training and
+        calibration draw from stream 0, probes from 2 and 3, `language_eval` from 4."""
+        rows = self._packed_rows(np.random.default_rng([self.seed, seed, 5]), seq_len, "eval")
+        inputs, labels = zip(*(next(rows) for _ in range(n_rows)), strict=True)
+        return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(labels) != IGNORE_INDEX)
 
     def write_corpus(self, path: Path, n_segments: int, seed: int) -> Path:
         from .storage import atomic_write_bytes

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from cgclib.evaluation import EvaluationData, build_probe_set, evaluate, evaluate_probes, length_batches, perplexity
+from cgclib.evaluation import (
+    EvaluationData,
+    build_probe_set,
+    evaluate,
+    evaluate_probes,
+    length_batches,
+    perplexity,
+    perplexity_change,
+)
 from cgclib.suite import CapabilitySuite
 
 
@@ -95,7 +103,8 @@ def test_profile_has_every_capability(suite):
     assert set(profile.accuracy()) == set(suite.tasks)
     assert all(v == 1.0 for v in profile.accuracy().values())
     assert profile.perplexity < 1.01
-    assert list(profile.table().columns) == ["accuracy", "task perplexity", "n"]
+    assert list(profile.table().columns) == ["accuracy", "answer logprob", "task perplexity", "n"]
+    assert profile.mixture is None and math.isnan(profile.mixture_perplexity)
 
 
 def test_unknown_tokens_in_a_probe_are_refused(suite):
@@ -107,13 +116,14 @@ def test_unknown_tokens_in_a_probe_are_refused(suite):
         build_probe_set(tok, "copy", [bad])
 
 
-def _profile(window_nll, correct):
+def _profile(window_nll, correct, answer_nll=None):
     from cgclib.evaluation import PerplexityResult, ProbeResult, Profile
 
     window_nll = np.asarray(window_nll, dtype=float)
     tokens = np.full(len(window_nll), 10)
     correct = np.asarray(correct, dtype=bool)
-    probe = ProbeResult("copy", correct, np.ones(len(correct)), np.ones(len(correct), dtype=int))
+    answer_nll = np.ones(len(correct)) if answer_nll is None else np.asarray(answer_nll, dtype=float)
+    probe = ProbeResult("copy", correct, answer_nll, np.full(len(correct), 2))
     return Profile(
         PerplexityResult(float(np.exp(window_nll.sum() / tokens.sum())), window_nll, tokens), {"copy": probe}
     )
@@ -217,3 +227,79 @@ def test_mean_accuracy_weighs_capabilities_equally_and_subsets_recompute_perplex
     assert math.isnan(Profile(language, {}).mean_accuracy())
     assert language.subset(np.array([1])).perplexity == pytest.approx(math.exp(3.0))
     assert language.subset(np.array([True, True])).perplexity == pytest.approx(language.perplexity)
+
+
+def test_logprob_gap_is_zero_for_identical_profiles_and_signed_by_the_answer_nll():
+    from cgclib.evaluation import accuracy_gap
+
+    base = _profile([20.0], [1, 1, 0, 1], answer_nll=[0.2, 0.4, 3.0, 0.6])
+    worse = _profile([20.0], [1, 1, 0, 1], answer_nll=[1.2, 0.4, 5.0, 0.6])
+    assert base.graded() == {"copy": pytest.approx(-(0.1 + 0.2 + 1.5 + 0.3) / 4)}
+    assert base.mean_graded() == pytest.approx(base.graded()["copy"])
+    assert accuracy_gap([base], [base], n_resamples=300, metric="logprob") == (0.0, (0.0, 0.0))
+    gap, (lo, hi) = accuracy_gap([worse, worse], [base, base], n_resamples=300, metric="logprob")
+    assert gap == pytest.approx(-(0.5 + 1.0) / 4)  # nats per answer token, two answer tokens per probe
+    assert lo <= gap <= hi <= 0
+    assert accuracy_gap([worse], [base], n_resamples=300) == (0.0, (0.0, 0.0))  # exact match cannot see it
+    with pytest.raises(ValueError, match="metric"):
+        accuracy_gap([worse], [base], metric="nll")
+
+
+def test_answer_logprob_is_the_mean_log_softmax_of_the_answer_tokens(suite):
+    from tests.tiny_models import tiny_gpt2
+
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok)).double()
+    probes = build_probe_set(tok, "sorting", suite.probes("sorting", 6))
+    result = evaluate_probes(model, probes, batch_size=4)
+    i = 2
+    n = int(probes.attention_mask[i].sum())
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=probes.input_ids[i : i + 1, :n]).logits[0], dim=-1)
+    answer = probes.answer_mask[i, :n].nonzero().flatten()
+    direct = logprobs[answer - 1, probes.input_ids[i, answer]].mean().item()
+    assert result.answer_logprob[i] == pytest.approx(direct, rel=1e-6)
+    assert result.mean_logprob == pytest.approx(result.answer_logprob.mean())
+
+
+def _mixture_data(suite, tok, n_mixture=6):
+    data = EvaluationData.for_testbed(suite, tok, n_probes=8, n_paragraphs=8, n_mixture=n_mixture, mixture_seq_len=32)
+    data.windows, data.score, data.attention_mask = (t[:, :32] for t in (data.windows, data.score, data.attention_mask))
+    return data
+
+
+def test_mixture_rows_score_in_evaluate_as_on_their_own(suite):
+    from tests.tiny_models import tiny_gpt2
+
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok)).double()
+    data = _mixture_data(suite, tok)
+    assert data.mixture_windows.shape == (6, 32)
+    assert torch.equal(data.mixture_attention, (data.mixture_windows != tok.pad_token_id).long())
+    profile = evaluate(model, data, batch_size=16)
+    alone = perplexity(model, data.mixture_windows, data.mixture_score, attention_mask=data.mixture_attention)
+    np.testing.assert_allclose(profile.mixture.window_nll, alone.window_nll, rtol=1e-6)
+    assert np.array_equal(profile.mixture.window_tokens, data.mixture_score.sum(1).numpy())
+    assert profile.mixture_perplexity == pytest.approx(alone.perplexity, rel=1e-6)
+    without = evaluate(model, EvaluationData(data.windows, data.score, data.attention_mask, data.probes))
+    np.testing.assert_allclose(profile.language.window_nll, without.language.window_nll, rtol=1e-6)
+    for task, result in without.capabilities.items():
+        np.testing.assert_allclose(profile.capabilities[task].answer_nll, result.answer_nll, rtol=1e-6)
+    change, (lo, hi) = perplexity_change(profile, profile, n_resamples=100, part="mixture")
+    assert change == lo == hi == 0.0
+    with pytest.raises(ValueError, match="mixture rows"):
+        perplexity_change(profile, without, part="mixture")
+
+
+def test_mixture_rows_enter_the_digest_and_the_subset(suite):
+    tok = suite.tokenizer()
+    data = _mixture_data(suite, tok)
+    plain = EvaluationData(data.windows, data.score, data.attention_mask, data.probes)
+    assert data.digest() != plain.digest()
+    small = data.subset(3, 2)
+    assert torch.equal(small.mixture_windows, data.mixture_windows[:2])
+    assert torch.equal(small.mixture_score, data.mixture_score[:2])
+    assert torch.equal(small.mixture_attention, data.mixture_attention[:2])
+    assert plain.subset(3, 2).mixture_windows is None
+    with pytest.raises(ValueError, match="mixture_score"):
+        evaluate(Uniform(len(tok)), EvaluationData(data.windows, mixture_windows=data.mixture_windows))

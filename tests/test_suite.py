@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -202,3 +203,64 @@ def test_first_token_probabilities_sum_to_one():
     assert abs(total - 1.0) < 1e-9
     with pytest.raises(ValueError, match="no paragraph starts"):
         grammar.first_token_logprob("cat")
+
+
+def _mixture_segments(suite, row, score):
+    """The segments of one mixture row (split after each <eos>), each as (tokens, scored)."""
+    vocab = suite.vocabulary
+    tokens = [vocab[i] for i in row.tolist()]
+    segments, start = [], 1
+    for end, token in enumerate(tokens):
+        if token == EOS:
+            segments.append((tokens[start : end + 1], score[start : end + 1].tolist()))
+            start = end + 1
+    assert all(t == "<pad>" for t in tokens[start:]) and not score[start:].any()
+    return segments
+
+
+def _key(task, tokens):
+    """The held-out key of a task segment (see each task's `sample`)."""
+    body = tokens[1 : tokens.index(";" if task.name == "kv_recall" else SEP)]
+    if task.name == "addition":
+        n = body.index("+")
+        return f"{int(''.join(body[:n][::-1]))}+{int(''.join(body[n + 1 :][::-1]))}"
+    return body[0] if task.name == "fact_recall" else " ".join(body)
+
+
+def test_mixture_eval_holds_only_held_out_examples_and_scores_what_training_does(suite):
+    from cgclib.suite import Example
+
+    rows, score = suite.mixture_eval(40, seed=0, seq_len=96)
+    assert rows.shape == score.shape == (40, 96) and score.dtype == torch.bool
+    assert (rows[:, 0] == suite.vocabulary.index("<bos>")).all() and not score[:, 0].any()
+    markers = {t.marker: t for t in suite.tasks.values()}
+    kinds = Counter()
+    for row, mask in zip(rows, score, strict=True):
+        for tokens, scored in _mixture_segments(suite, row, mask):
+            task = markers.get(tokens[0])
+            if task is None:  # a paragraph: every token carries a loss, as in training
+                assert all(scored)
+                kinds["paragraph"] += 1
+                continue
+            example = Example(task.name, task.marker, (), (), _key(task, tokens))
+            assert task.split_of(example) == "eval", " ".join(tokens)
+            if task.name == "kv_recall":  # every queried value and <eos>
+                first = tokens.index(";")
+                expected = [False] * first + [False, False, True] * ((len(tokens) - 1 - first) // 3) + [True]
+            else:  # the answer after "=" and <eos>
+                expected = [False] * (tokens.index(SEP) + 1) + [True] * (len(tokens) - tokens.index(SEP) - 1)
+            assert scored == expected
+            kinds[task.name] += 1
+    assert set(kinds) == {"paragraph", *suite.tasks}
+
+
+def test_mixture_eval_is_deterministic_and_never_calibration_text(suite):
+    from cgclib.subjects import CALIBRATION_SEED_OFFSET
+
+    rows, score = suite.mixture_eval(16, seed=0)
+    again, again_score = CapabilitySuite(seed=0).mixture_eval(16, seed=0)
+    assert torch.equal(rows, again) and torch.equal(score, again_score)
+    assert not torch.equal(suite.mixture_eval(16, seed=1)[0], rows)
+    training = {tuple(r.tolist()) for r in next(suite.training_batches(0, 64, 128))[0]}
+    calibration = {tuple(r.tolist()) for r in next(suite.training_batches(CALIBRATION_SEED_OFFSET, 64, 128))[0]}
+    assert not {tuple(r.tolist()) for r in rows} & (training | calibration)
