@@ -1,7 +1,11 @@
 """Measured importance: what removing one component does to perplexity and capabilities.
 
-Ablating a head zeroes its output (`hooks.ablated_heads`), which is exactly what pruning
-the head's slice of the attention output projection does. The effect of each head on
+Ablating a head replaces its output (`hooks.ablated_heads`). The chapters use mean
+ablation by default: the output is replaced by its mean over calibration tokens
+(`head_statistics.head_output_moments`), which keeps the next layers on their input
+distribution, as is usual in interpretability. Zero ablation sets it to 0, which is exactly
+what pruning the head's slice of the attention output projection does, and so measures
+what structured pruning would cost. The effect of each head on
 each capability is the drop in exact-match accuracy; on the language, the change in
 log-perplexity. This is the ground truth the other importance signals are compared with.
 The blocks before the ablated head are computed once per layer (`cgclib.resume`).
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,27 +35,44 @@ from .storage import atomic_write_json, computed_once
 
 
 def _effects(dense: Profile, ablated: Profile) -> dict:
+    """The change of every metric from `dense` to `ablated`: log-perplexity on the language
+    rows (and on the mixture rows, when the data has them), and per capability the drop in
+    exact-match accuracy and in mean answer log-probability (the graded drop, in nats)."""
     row = {"perplexity": ablated.perplexity, "delta_log_ppl": math.log(ablated.perplexity) - math.log(dense.perplexity)}
+    if ablated.mixture is not None and dense.mixture is not None:
+        row["delta_log_ppl_mixture"] = math.log(ablated.mixture_perplexity) - math.log(dense.mixture_perplexity)
     for task, acc in ablated.accuracy().items():
         row[f"drop_{task}"] = dense.accuracy()[task] - acc
+    for task, logprob in ablated.graded().items():
+        row[f"graded_drop_{task}"] = dense.graded()[task] - logprob
     return row
 
 
 def head_ablation_effects(
-    model: nn.Module, data: EvaluationData, progress: bool = True, cache: Path | None = None
+    model: nn.Module,
+    data: EvaluationData,
+    progress: bool = True,
+    cache: Path | None = None,
+    means: Mapping[tuple[int, int], torch.Tensor] | None = None,
 ) -> tuple[pd.DataFrame, Profile]:
     """One row per head (layer, head): perplexity, change in log-perplexity, and the drop
     in accuracy of every capability when that head alone is ablated. Also returns the
-    dense profile the drops are measured from.
+    dense profile the drops are measured from. Zero ablation when `means` is None, else
+    mean ablation with the mean output of every head (`HeadMoments.means()`).
 
     The table is cached (under `.cache/ablations` unless `cache` says where), keyed by the
-    model's weights, the evaluation data and the source of the code that computes it, so
-    that two chapters that ablate the same heads on the same data compute it once, also when
-    they run at the same time."""
-    path = Path(cache or cache_dir() / "ablations") / f"{_cache_key(model, data)}.json"
+    model's weights, the evaluation data, the kind of ablation and the means, and the
+    source of the code that computes it, so that two chapters that ablate the same heads on
+    the same data compute it once, also when they run at the same time."""
+    if means is not None:
+        lay = components.layout(model)
+        missing = [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads) if (l, h) not in means]
+        if missing:
+            raise KeyError(f"no mean for head(s) {missing}: mean ablation needs the mean output of every head")
+    path = Path(cache or cache_dir() / "ablations") / f"{_cache_key(model, data, means)}.json"
     with computed_once(path):
         if not path.is_file():
-            effects, dense = _ablate_each_head(model, data, progress)
+            effects, dense = _ablate_each_head(model, data, progress, means)
             if np.isfinite(effects.to_numpy()).all():
                 atomic_write_json(
                     path,
@@ -66,16 +88,30 @@ def head_ablation_effects(
     return pd.DataFrame(stored["rows"], index=index, columns=stored["columns"]), evaluate(model, data)
 
 
-def _cache_key(model: nn.Module, data: EvaluationData) -> str:
+def _cache_key(model: nn.Module, data: EvaluationData, means: Mapping[tuple[int, int], torch.Tensor] | None) -> str:
     code = b"".join(
         (Path(__file__).parent / f"{m}.py").read_bytes()
         for m in ("ablation", "evaluation", "hooks", "resume", "components")
     )
     spec = [model_fingerprint(model), data.digest(), hashlib.sha256(code).hexdigest(), torch.__version__]
+    spec += ["zero"] if means is None else ["mean", _means_digest(model, means)]
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:24]
 
 
-def _ablate_each_head(model: nn.Module, data: EvaluationData, progress: bool) -> tuple[pd.DataFrame, Profile]:
+def _means_digest(model: nn.Module, means: Mapping[tuple[int, int], torch.Tensor]) -> str:
+    """Hash of the dtype, shape and bytes of the mean of every head of the model, in order."""
+    lay = components.layout(model)
+    digest = hashlib.sha256()
+    for key in ((l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)):
+        value = means[key].detach().cpu().contiguous()
+        digest.update(f"{key}{value.dtype}{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _ablate_each_head(
+    model: nn.Module, data: EvaluationData, progress: bool, means: Mapping[tuple[int, int], torch.Tensor] | None
+) -> tuple[pd.DataFrame, Profile]:
     lay = components.layout(model)
     rows, dense = [], None
     progress_bar = tqdm(total=lay.n_layers * lay.n_heads, desc="ablating heads", disable=not progress)
@@ -83,7 +119,7 @@ def _ablate_each_head(model: nn.Module, data: EvaluationData, progress: bool) ->
         profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
         dense = dense or profile  # the first recording run is the dense evaluation
         for head in range(lay.n_heads):
-            with ablated_heads(model, [(layer, head)]), resumed_at(model, recorded):
+            with ablated_heads(model, [(layer, head)], means), resumed_at(model, recorded):
                 rows.append({"layer": layer, "head": head, **_effects(dense, evaluate(model, data))})
             progress_bar.update()
     progress_bar.close()
@@ -92,7 +128,9 @@ def _ablate_each_head(model: nn.Module, data: EvaluationData, progress: bool) ->
     return pd.DataFrame(rows).set_index(["layer", "head"]), dense
 
 
-def capability_drops(effects: pd.DataFrame) -> pd.DataFrame:
-    """The accuracy-drop columns of `head_ablation_effects`, named by capability."""
-    cols = [c for c in effects.columns if c.startswith("drop_")]
-    return effects[cols].rename(columns=lambda c: c[len("drop_") :])
+def capability_drops(effects: pd.DataFrame, graded: bool = False) -> pd.DataFrame:
+    """The accuracy-drop columns of `head_ablation_effects` (with `graded`, the drops in
+    mean answer log-probability), named by capability."""
+    prefix = "graded_drop_" if graded else "drop_"
+    cols = [c for c in effects.columns if c.startswith(prefix)]
+    return effects[cols].rename(columns=lambda c: c[len(prefix) :])

@@ -179,6 +179,54 @@ def scaled_heads(model: nn.Module, scales: dict[tuple[int, int], float]) -> Iter
         yield
 
 
-def ablated_heads(model: nn.Module, heads: Iterable[tuple[int, int]]) -> AbstractContextManager[None]:
-    """Zero-ablate the given heads for the duration of the context."""
-    return scaled_heads(model, {(layer, head): 0.0 for layer, head in heads})
+@contextmanager
+def replaced_heads(model: nn.Module, values: Mapping[tuple[int, int], torch.Tensor]) -> Iterator[None]:
+    """Replace the output of head (layer, head) at every position by the fixed vector
+    `values[(layer, head)]` of length head_dim (its slice of the input of the attention
+    output projection, as in `scaled_heads`)."""
+    lay = components.layout(model)
+    by_layer: dict[int, dict[int, torch.Tensor]] = {}
+    for (layer, head), value in values.items():
+        components.check_head(model, layer, head)
+        if value.shape != (lay.head_dim,):
+            raise ValueError(
+                f"head ({layer}, {head}) needs a vector of {lay.head_dim} numbers, got {tuple(value.shape)}"
+            )
+        by_layer.setdefault(layer, {})[head] = value.detach()
+
+    def make(heads):
+        def hook(module, args):
+            x = args[0]
+            replaced = torch.zeros(lay.n_heads, dtype=torch.bool, device=x.device)
+            fixed = torch.zeros(lay.n_heads, lay.head_dim, dtype=x.dtype, device=x.device)
+            for h, value in heads.items():
+                replaced[h] = True
+                fixed[h] = value.to(x.device, x.dtype)
+            z = torch.where(replaced[:, None], fixed, x.view(*x.shape[:-1], lay.n_heads, lay.head_dim))
+            return (z.view_as(x), *args[1:])
+
+        return hook
+
+    with registered(
+        lambda: [components.attention_output(model, l).register_forward_pre_hook(make(h)) for l, h in by_layer.items()]
+    ):
+        yield
+
+
+def ablated_heads(
+    model: nn.Module,
+    heads: Iterable[tuple[int, int]],
+    means: Mapping[tuple[int, int], torch.Tensor] | None = None,
+) -> AbstractContextManager[None]:
+    """Ablate the given heads for the duration of the context: zero ablation when `means`
+    is None (the same as pruning each head's slice of the output projection), else mean
+    ablation, each head's output replaced by its mean `means[(layer, head)]` (e.g. from
+    `head_statistics.head_output_moments(...).means()`), which keeps the next layers on
+    their input distribution."""
+    if means is None:
+        return scaled_heads(model, {(layer, head): 0.0 for layer, head in heads})
+    heads = [(int(layer), int(head)) for layer, head in heads]
+    missing = [h for h in heads if h not in means]
+    if missing:
+        raise KeyError(f"no mean for head(s) {missing}: mean ablation needs the mean output of every ablated head")
+    return replaced_heads(model, {h: means[h] for h in heads})

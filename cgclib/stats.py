@@ -4,6 +4,7 @@ equivalence bounds and power. Thin wrappers over `scipy.stats`, with the seed ex
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import optimize, stats
@@ -123,6 +124,89 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ra, rb = stats.rankdata(a, axis=-1), stats.rankdata(b, axis=-1)
     ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
     return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+
+
+def permutation_p(observed: float, null, alternative: Literal["greater", "less", "two-sided"] = "two-sided") -> float:
+    """Monte-Carlo permutation p-value (1 + k) / (1 + n) of a statistic `observed` given n
+    values of it under permutation, `null`, of which k are at least as extreme: at least
+    `observed` ("greater"), at most ("less"), or at least as large in absolute value
+    ("two-sided", for a statistic whose null is symmetric about 0, such as a correlation).
+    Counting the observed arrangement as one of the permutations keeps the test exact and
+    the p-value above 0 (Phipson & Smyth 2010). Values within rounding (1e-12 relative) of
+    `observed` count as ties, hence as extreme."""
+    null = np.asarray(null, dtype=float).reshape(-1)
+    tolerance = 1e-12 * max(1.0, abs(observed))
+    if alternative == "greater":
+        extreme = null >= observed - tolerance
+    elif alternative == "less":
+        extreme = null <= observed + tolerance
+    elif alternative == "two-sided":
+        extreme = np.abs(null) >= abs(observed) - tolerance
+    else:
+        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+    return float((1 + extreme.sum()) / (1 + len(null)))
+
+
+def partial_spearman(x, y, z, n_resamples: int = 2000, seed: int = 0) -> Correlation:
+    """Spearman's rho of x and y controlling for z (one covariate, or one per column of a
+    2-D z): the Pearson correlation of the residuals of rank(x) and rank(y) after a least
+    squares fit on the ranks of the covariates, with an intercept.
+
+    The 95% CI is a percentile bootstrap over items: each resample draws rows with
+    replacement and ranks and fits them anew. The two-sided p-value permutes the residuals
+    of rank(y) (Freedman & Lane 1983): under no partial association they are exchangeable,
+    each permutation is fitted on the covariates again, and its correlation with the
+    residuals of rank(x) is one draw of the null (`permutation_p`). Seeds as in `spearman`.
+    A resample in which a residual is constant counts as rho = 0."""
+    x, y, z = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(z, dtype=float)
+    z = z[:, None] if z.ndim == 1 else z
+    if x.shape != y.shape or x.ndim != 1 or z.ndim != 2 or len(z) != len(x):
+        raise ValueError(
+            f"x and y must be 1-D of equal length n and z (n,) or (n, k), got {x.shape}, {y.shape}, {z.shape}"
+        )
+    if len(x) < z.shape[1] + 4:
+        raise ValueError(
+            f"a partial rank correlation on {z.shape[1]} covariate(s) needs at least {z.shape[1] + 4} items"
+        )
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise ValueError("a rank correlation is undefined when one variable is constant")
+    rx, ry = _rank_residuals(x, z), _rank_residuals(y, z)
+    if not (np.abs(rx).max() > 1e-9 * len(x) and np.abs(ry).max() > 1e-9 * len(x)):
+        raise ValueError("a partial rank correlation is undefined when x or y is a function of the ranks of z")
+    rho = float(_pearson_rows(rx, ry))
+
+    def resampled(rows: np.ndarray, axis: int = -1) -> np.ndarray:
+        rows = rows.astype(int)
+        return np.nan_to_num(_pearson_rows(_rank_residuals(x[rows], z[rows]), _rank_residuals(y[rows], z[rows])))
+
+    n = len(x)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ci = bootstrap_interval(resampled, np.arange(n), n_resamples=n_resamples, seed=seed, vectorized=True)
+    rng = np.random.default_rng(seed + 1)
+    permuted = ry[rng.permuted(np.tile(np.arange(n), (n_resamples, 1)), axis=1)]
+    null = _pearson_rows(rx, permuted - _fitted(permuted, stats.rankdata(z, axis=0)))
+    return Correlation(rho, ci, permutation_p(rho, null, "two-sided"), n)
+
+
+def _rank_residuals(v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Residuals of the ranks of v (..., n) after least squares on the ranks of the
+    covariates z (..., n, k) and an intercept, for every resample at once."""
+    ranks = stats.rankdata(v, axis=-1)
+    return ranks - _fitted(ranks, stats.rankdata(z, axis=-2))
+
+
+def _fitted(v: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Least-squares fitted values of v (..., n) on z (..., n, k) and an intercept (the
+    pseudo-inverse copes with a covariate that a resample leaves constant)."""
+    design = np.concatenate([np.ones((*z.shape[:-1], 1)), z], axis=-1)
+    coef = np.linalg.pinv(design, rtol=1e-10) @ v[..., None]
+    return (design @ coef)[..., 0]
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson's correlation along the last axis."""
+    a, b = a - a.mean(-1, keepdims=True), b - b.mean(-1, keepdims=True)
+    return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
 
 
 def correlation_power(rho: float, n: int, alpha: float = 0.05) -> float:

@@ -9,6 +9,7 @@ import torch
 
 from cgclib.ablation import capability_drops, head_ablation_effects
 from cgclib.evaluation import EvaluationData
+from cgclib.head_statistics import head_output_moments
 from cgclib.suite import CapabilitySuite
 
 from .tiny_models import tiny_gpt2
@@ -65,3 +66,47 @@ def test_effects_are_cached_by_weights_and_data(tmp_path, monkeypatch):
         model.transformer.h[0].attn.c_attn.bias[0] += 1.0
     with pytest.raises(AssertionError, match="ablated again"):  # other weights: computed, not read
         head_ablation_effects(model, data, progress=False, cache=tmp_path)
+
+
+def test_mean_ablation_with_zero_means_is_zero_ablation(tmp_path):
+    suite = CapabilitySuite(0)
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok))
+    data = EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=6)
+    zeros = {(l, h): torch.zeros(8) for l in range(3) for h in range(4)}
+    zero, _ = head_ablation_effects(model, data, progress=False, cache=tmp_path)
+    mean, _ = head_ablation_effects(model, data, progress=False, cache=tmp_path, means=zeros)
+    assert len(list(tmp_path.glob("*.json"))) == 2  # cached apart: the key names the kind and the means
+    pd.testing.assert_frame_equal(mean, zero)
+    shifted = {**zeros, (0, 0): torch.full((8,), 0.5)}
+    head_ablation_effects(model, data, progress=False, cache=tmp_path, means=shifted)
+    assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def test_mean_ablation_of_a_constant_head_changes_nothing(tmp_path):
+    """Head 1 of layer 0 with zero value weights outputs its value bias at every position
+    (attention weights sum to 1): that constant is its mean, so mean ablation is a no-op."""
+    suite = CapabilitySuite(0)
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok))
+    with torch.no_grad():
+        model.transformer.h[0].attn.c_attn.weight[:, 2 * 32 + 8 : 2 * 32 + 16] = 0
+    data = EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=6)
+    calibration = next(suite.training_batches(1, 8, 32))[0]
+    means = head_output_moments(model, calibration, tok.pad_token_id).means()
+    torch.testing.assert_close(
+        means[(0, 1)], model.transformer.h[0].attn.c_attn.bias[2 * 32 + 8 : 2 * 32 + 16].double()
+    )
+    effects, _ = head_ablation_effects(model, data, progress=False, cache=tmp_path, means=means)
+    assert abs(effects.loc[(0, 1), "delta_log_ppl"]) < 1e-6
+    assert (effects["delta_log_ppl"].drop((0, 1)).abs() > 1e-6).all()
+
+
+def test_mean_ablation_needs_every_mean(tmp_path):
+    suite = CapabilitySuite(0)
+    tok = suite.tokenizer()
+    model = tiny_gpt2(vocab=len(tok))
+    data = EvaluationData.for_testbed(suite, tok, n_probes=4, n_paragraphs=6)
+    means = {(l, h): torch.zeros(8) for l in range(3) for h in range(4) if (l, h) != (2, 3)}
+    with pytest.raises(KeyError, match=r"no mean for head\(s\) \[\(2, 3\)\]"):
+        head_ablation_effects(model, data, progress=False, cache=tmp_path, means=means)

@@ -8,6 +8,8 @@ from cgclib.stats import (
     cluster_bootstrap_interval,
     correlation_power,
     pairs_for_power,
+    partial_spearman,
+    permutation_p,
     spearman,
     wilson_interval,
 )
@@ -89,3 +91,48 @@ def test_pairs_for_power_inverts_the_power():
     assert pairs_for_power(0.99) == 5  # the smallest sample the approximation allows
     with pytest.raises(ValueError, match="between -1 and 1"):
         pairs_for_power(0.0)
+
+
+def test_permutation_p_counts_the_observed_arrangement():
+    null = [-3.0, -1.0, 0.0, 1.0, 2.0]
+    assert permutation_p(2.0, null, "greater") == pytest.approx(2 / 6)
+    assert permutation_p(-1.0, null, "less") == pytest.approx(3 / 6)
+    assert permutation_p(2.0, null, "two-sided") == pytest.approx(3 / 6)  # abs: 2, 3
+    assert permutation_p(5.0, null, "greater") == pytest.approx(1 / 6)  # never 0
+    assert permutation_p(0.1 + 0.2, [0.3], "greater") == pytest.approx(1.0)  # a tie within rounding
+    with pytest.raises(ValueError, match="alternative"):
+        permutation_p(1.0, null, "both")  # type: ignore[arg-type]
+
+
+def test_partial_spearman_without_confounding_is_spearman():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=80)
+    y = x + rng.normal(size=80)
+    z = rng.normal(size=80)
+    plain, partial = spearman(x, y, n_resamples=500), partial_spearman(x, y, z, n_resamples=500)
+    assert partial.rho == pytest.approx(plain.rho, abs=0.03)
+    assert partial.p < 0.01 and partial.ci95[0] < partial.rho < partial.ci95[1] and partial.n == 80
+    two = partial_spearman(x, y, np.column_stack([z, rng.normal(size=80)]), n_resamples=500)
+    assert two.rho == pytest.approx(plain.rho, abs=0.05)
+
+
+def test_partial_spearman_removes_a_common_cause():
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=100)
+    x, y = z + 0.3 * rng.normal(size=100), z + 0.3 * rng.normal(size=100)
+    assert spearman(x, y, n_resamples=500).rho > 0.8
+    partial = partial_spearman(x, y, z, n_resamples=500)
+    assert abs(partial.rho) < 0.25 and partial.p > 0.05 and partial.ci95[0] < 0 < partial.ci95[1]
+
+
+def test_partial_spearman_is_deterministic_in_the_seed_and_checks_its_input():
+    rng = np.random.default_rng(7)
+    x, y, z = rng.normal(size=(3, 30))
+    assert partial_spearman(x, y, z, n_resamples=200, seed=3) == partial_spearman(x, y, z, n_resamples=200, seed=3)
+    assert partial_spearman(x, y, z, n_resamples=200, seed=3) != partial_spearman(x, y, z, n_resamples=200, seed=4)
+    with pytest.raises(ValueError, match="constant"):
+        partial_spearman(x, np.ones(30), z)
+    with pytest.raises(ValueError, match="function of the ranks"):
+        partial_spearman(np.exp(z), y, z)
+    with pytest.raises(ValueError, match="at least 6"):
+        partial_spearman(x[:5], y[:5], np.column_stack([z, z])[:5])
