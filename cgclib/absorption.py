@@ -124,40 +124,65 @@ def trajectory_drift(
     perturbations: Mapping[K, tuple[int, Perturbation]],
     batch_sequences: int = 16,
     progress: bool = False,
+    by_sequence: bool = False,
 ) -> pd.DataFrame:
     """Mean relative drift and cosine at every block k >= l for every perturbation
-    {key: (l, perturbation)}: one row per (key, block). A perturbation keyed to block l
+    {key: (l, perturbation)}: one row per (key, block), averaged over every real token.
+    With `by_sequence`, one row per (key, block, calibration sequence), each averaged over
+    that sequence's tokens and carrying its token count, so that intervals can resample
+    sequences (`pooled` recovers the token-weighted mean). A perturbation keyed to block l
     must leave the blocks before l as they are: its forward pass starts at block l, from
     the clean stream."""
     n_layers = components.layout(model).n_layers
-    sums = {key: torch.zeros(2, n_layers, dtype=torch.float64) for key in perturbations}
-    n_tokens = 0
+    sums = {key: torch.zeros(len(ids), 2, n_layers, dtype=torch.float64) for key in perturbations}
+    tokens = torch.zeros(len(ids), dtype=torch.float64)
     for batch_index, chunk, mask, attention, clean in _clean_batches(
         model, ids, pad_token_id, batch_sequences, progress
     ):
-        n_tokens += int(mask.sum())
+        rows = slice(batch_index * batch_sequences, batch_index * batch_sequences + len(chunk))
+        tokens[rows] = mask.sum(1).double().cpu()
         for key, (layer, perturbation) in perturbations.items():
             # blocks before the perturbed one compute the clean stream: start at that block
             start = clean[layer - 1] if layer > 0 else None
             with perturbation(clean, batch_index), started_at(model, layer, start), torch.no_grad():
                 noisy = _block_outputs(model, chunk, attention)
             for k in range(layer, n_layers):
-                h, g = clean[k][mask].double(), noisy[k][mask].double()
-                sums[key][0, k] += ((g - h).norm(dim=-1) / h.norm(dim=-1)).sum().cpu()
-                sums[key][1, k] += torch.nn.functional.cosine_similarity(g, h, dim=-1).sum().cpu()
-    rows = []
-    for key, (layer, _) in perturbations.items():
-        for k in range(layer, n_layers):
-            rows.append(
-                {
-                    "key": key,
-                    "source": layer,
-                    "layer": k,
-                    "drift": float(sums[key][0, k] / n_tokens),
-                    "cosine": float(sums[key][1, k] / n_tokens),
-                }
-            )
-    return pd.DataFrame(rows)
+                h, g = clean[k].double(), noisy[k].double()
+                drift = (g - h).norm(dim=-1) / h.norm(dim=-1).clamp_min(torch.finfo(h.dtype).tiny)
+                cosine = torch.nn.functional.cosine_similarity(g, h, dim=-1)
+                sums[key][rows, 0, k] = (drift * mask).sum(1).cpu()
+                sums[key][rows, 1, k] = (cosine * mask).sum(1).cpu()
+    frame = pd.DataFrame(
+        [
+            {
+                "key": key,
+                "source": layer,
+                "layer": k,
+                "sequence": i,
+                "tokens": float(tokens[i]),
+                "drift": float(sums[key][i, 0, k] / tokens[i]) if tokens[i] else np.nan,
+                "cosine": float(sums[key][i, 1, k] / tokens[i]) if tokens[i] else np.nan,
+            }
+            for key, (layer, _) in perturbations.items()
+            for k in range(layer, n_layers)
+            for i in range(len(ids))
+        ]
+    )
+    return frame if by_sequence else pooled(frame)
+
+
+def pooled(by_sequence: pd.DataFrame) -> pd.DataFrame:
+    """Token-weighted means over sequences of `trajectory_drift(..., by_sequence=True)`:
+    one row per (key, block), as `trajectory_drift` returns by default."""
+    frame = by_sequence[by_sequence["tokens"] > 0]
+    weights = frame["tokens"]
+    grouped = frame.assign(drift=frame["drift"] * weights, cosine=frame["cosine"] * weights).groupby(
+        ["key", "source", "layer"], sort=False
+    )
+    sums = grouped[["drift", "cosine", "tokens"]].sum()
+    sums["drift"] /= sums["tokens"]
+    sums["cosine"] /= sums["tokens"]
+    return sums.drop(columns="tokens").reset_index()
 
 
 def linear_drift(
@@ -224,3 +249,35 @@ def absorption_coefficients(drift: pd.DataFrame, n_layers: int) -> pd.Series:
         later = n_layers - 1 - source
         out[source] = float(np.log(by_layer[source] / by_layer[n_layers - 1]) / later) if later else float("nan")
     return pd.Series(out, name="absorption").rename_axis("layer")
+
+
+def coefficient_intervals(
+    by_sequence: pd.DataFrame, n_layers: int, n_resamples: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Absorption coefficients with 95% bootstrap intervals over calibration sequences: the
+    sequences are resampled with replacement (the same resample for every block) and the
+    coefficients recomputed from the token-weighted drifts. One row per source block:
+    coefficient, ci low, ci high. `by_sequence` is `trajectory_drift(..., by_sequence=True)`
+    with one perturbation per source block."""
+    drift = by_sequence.pivot_table(index="sequence", columns=["source", "layer"], values="drift")
+    tokens = by_sequence.pivot_table(index="sequence", columns=["source", "layer"], values="tokens")
+    weighted = (drift * tokens).to_numpy()
+    token_counts = tokens.to_numpy()
+    columns = drift.columns
+    rng = np.random.default_rng(seed)
+    n = len(drift)
+    draws = [np.arange(n)] + [rng.integers(n, size=n) for _ in range(n_resamples)]
+    coefficient_draws = []
+    for idx in draws:
+        mean = weighted[idx].sum(0) / token_counts[idx].sum(0)
+        sources, layers = columns.get_level_values(0), columns.get_level_values(1)
+        frame = pd.DataFrame({"source": sources, "layer": layers, "drift": mean})
+        coefficient_draws.append(absorption_coefficients(frame, n_layers))
+    point, boot = coefficient_draws[0], pd.concat(coefficient_draws[1:], axis=1)
+    return pd.DataFrame(
+        {
+            "coefficient": point,
+            "ci low": boot.quantile(0.025, axis=1),
+            "ci high": boot.quantile(0.975, axis=1),
+        }
+    )

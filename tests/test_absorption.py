@@ -6,7 +6,16 @@ import pandas as pd
 import pytest
 import torch
 
-from cgclib.absorption import absorption_coefficients, layer_gains, linear_drift, noise_at, pruned, trajectory_drift
+from cgclib.absorption import (
+    absorption_coefficients,
+    coefficient_intervals,
+    layer_gains,
+    linear_drift,
+    noise_at,
+    pooled,
+    pruned,
+    trajectory_drift,
+)
 from cgclib.pruning import wanda_block_masks
 
 from .tiny_models import TINY
@@ -64,3 +73,24 @@ def test_gains_and_absorption_coefficients_follow_their_definitions():
     coefficients = absorption_coefficients(drift, n_layers=3)
     assert np.isnan(absorption_coefficients(drift, n_layers=2)[1])
     assert coefficients[0] == pytest.approx(np.log(0.1 / 0.05) / 2) and coefficients[1] == pytest.approx(np.log(4.0))
+
+
+def test_per_sequence_drift_pools_to_the_token_mean_and_gives_coefficient_intervals():
+    model = TINY["gpt2"]().double()
+    ids = _ids(n=8)
+    perturbations = {l: (l, noise_at(model, l, 0.3, seed=1)) for l in range(3)}
+    overall = trajectory_drift(model, ids, 2, perturbations, batch_sequences=3)
+    by_sequence = trajectory_drift(model, ids, 2, perturbations, batch_sequences=3, by_sequence=True)
+    assert len(by_sequence) == len(overall) * len(ids)
+    assert by_sequence.groupby("sequence")["tokens"].first().tolist() == [6, 6] + [9] * 6  # padding and position 0 out
+    pooled_back = pooled(by_sequence)
+    np.testing.assert_allclose(pooled_back["drift"], overall["drift"], rtol=1e-12)
+    np.testing.assert_allclose(pooled_back["cosine"], overall["cosine"], rtol=1e-12)
+    intervals = coefficient_intervals(by_sequence, n_layers=3, n_resamples=200, seed=0)
+    np.testing.assert_allclose(intervals["coefficient"], absorption_coefficients(overall, 3), rtol=1e-12)
+    finite = intervals.dropna()
+    assert list(finite.index) == [0, 1]
+    assert (finite["ci low"] <= finite["coefficient"]).all() and (finite["coefficient"] <= finite["ci high"]).all()
+    assert (finite["ci high"] > finite["ci low"]).all()
+    again = coefficient_intervals(by_sequence, n_layers=3, n_resamples=200, seed=0)
+    pd.testing.assert_frame_equal(intervals, again)
