@@ -148,10 +148,11 @@ def trajectory_drift(
                 noisy = _block_outputs(model, chunk, attention)
             for k in range(layer, n_layers):
                 h, g = clean[k].double(), noisy[k].double()
-                drift = (g - h).norm(dim=-1) / h.norm(dim=-1).clamp_min(torch.finfo(h.dtype).tiny)
-                cosine = torch.nn.functional.cosine_similarity(g, h, dim=-1)
-                sums[key][rows, 0, k] = (drift * mask).sum(1).cpu()
-                sums[key][rows, 1, k] = (cosine * mask).sum(1).cpu()
+                # positions outside the mask (padding) may hold zero states: never divide there
+                drift = torch.where(mask, (g - h).norm(dim=-1) / h.norm(dim=-1).where(mask, 1.0), 0.0)
+                cosine = torch.where(mask, torch.nn.functional.cosine_similarity(g, h, dim=-1), 0.0)
+                sums[key][rows, 0, k] = drift.sum(1).cpu()
+                sums[key][rows, 1, k] = cosine.sum(1).cpu()
     frame = pd.DataFrame(
         [
             {

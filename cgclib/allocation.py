@@ -233,7 +233,13 @@ def hill_alpha(eigenvalues, xmin: Literal["peak", "scan"] = "peak") -> float:
     its metric ``alpha_peak``): only those near the peak of the 100-bin histogram of
     log10(eigenvalues), as `_peak_window` defines it; every positive eigenvalue is kept, as the
     reference does with its default ``filter_zeros=False``. "scan" (weightwatcher's full scan):
-    every eigenvalue above 1e-5 is a candidate."""
+    every eigenvalue above 1e-5 is a candidate.
+
+    Three edge cases differ from the reference on purpose: the fit runs in float64 where the
+    reference computes in float32 (on a borderline spectrum the histogram's peak bin can
+    move); a candidate whose tail is all ties (zero Hill denominator) is skipped, where the
+    reference divides by zero; and an eigenvalue of exactly 0 is dropped, where the
+    reference's log would fail."""
     eig = np.sort(np.asarray(eigenvalues, dtype=float))
     if xmin == "peak":
         eig = eig[eig > 0]  # the reference takes the log of every eigenvalue: a zero would fail there

@@ -128,9 +128,27 @@ def s0_table(critical: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def first_collapse(s0: pd.DataFrame, censor_at: float) -> pd.Series:
     """Per component, the smallest critical ratio over its metrics: the ratio at which its
-    first function collapses. Components with no transition are censored at `censor_at`
-    (the top of the grid), which a rank correlation treats as tied beyond every s0."""
+    first function collapses. Components with no transition are set to `censor_at` (the top
+    of the grid), which a rank correlation treats as tied beyond every s0. That is censoring
+    in the strict sense only for components whose metrics all stay flat (`outcomes`); one
+    whose curves rise smoothly, or too early in the grid for the detector, is not known to
+    collapse later, so a correlation on this column is about "a transition located, and
+    where", not about the critical ratio itself."""
     return s0.min(axis=1, skipna=True).fillna(censor_at).clip(upper=censor_at).rename("first_collapse")
+
+
+def outcomes(critical: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per component, what the detector found over its metrics: "transition" (at least one
+    metric), "flat" (every metric stays within its `min_rise` of dense: censored at the
+    top of the grid in the strict sense) or "no transition located" (some metric rises,
+    but smoothly or not identifiably)."""
+
+    def verdict(found: pd.Series) -> str:
+        if (found == "transition").any():
+            return "transition"
+        return "flat" if (found == "flat").all() else "no transition located"
+
+    return critical.groupby(keys)["outcome"].apply(verdict).rename("outcome")
 
 
 def transition_table(s0: pd.DataFrame) -> pd.DataFrame:

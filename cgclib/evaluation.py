@@ -311,15 +311,21 @@ class EvaluationData:
                 h.update(b"-" if t is None else str(tuple(t.shape)).encode() + t.cpu().contiguous().numpy().tobytes())
         return h.hexdigest()
 
-    def subset(self, n_probes: int, n_windows: int) -> EvaluationData:
-        """The first `n_probes` probes of every capability and the first `n_windows`
-        language rows and mixture rows alike: a cheaper evaluation for sweeps with many
-        points."""
-        if n_probes < 1 or n_windows < 1:
-            raise ValueError(f"a subset needs at least one probe and one window, got {n_probes}, {n_windows}")
+    def subset(self, n_probes: int, n_windows: int, n_mixture: int = 0) -> EvaluationData:
+        """The first `n_probes` probes of every capability, the first `n_windows` language
+        rows and the first `n_mixture` mixture rows (none by default: a mixture row is about
+        as costly as four paragraphs): a cheaper evaluation for sweeps with many points."""
+        if n_probes < 1 or n_windows < 1 or n_mixture < 0:
+            raise ValueError(
+                f"a subset needs at least one probe and one window, got {n_probes}, {n_windows} "
+                f"(and {n_mixture} mixture rows)"
+            )
 
-        def head(t):
-            return None if t is None else t[:n_windows]
+        def head(t, n=n_windows):
+            return None if t is None else t[:n]
+
+        def mixture(t):
+            return head(t, n_mixture) if n_mixture > 0 else None
 
         probes = {
             task: ProbeSet(
@@ -336,9 +342,9 @@ class EvaluationData:
             head(self.score),
             head(self.attention_mask),
             probes,
-            mixture_windows=head(self.mixture_windows),
-            mixture_score=head(self.mixture_score),
-            mixture_attention=head(self.mixture_attention),
+            mixture_windows=mixture(self.mixture_windows),
+            mixture_score=mixture(self.mixture_score),
+            mixture_attention=mixture(self.mixture_attention),
         )
 
 

@@ -222,7 +222,9 @@ def ablated_heads(
     is None (the same as pruning each head's slice of the output projection), else mean
     ablation, each head's output replaced by its mean `means[(layer, head)]` (e.g. from
     `head_statistics.head_output_moments(...).means()`), which keeps the next layers on
-    their input distribution."""
+    their input distribution. The replacement applies at every position, the first one
+    included, although the means leave the first position out (`tokens.token_mask`): there
+    a mean-ablated head is as far from its usual output as the first token's outliers are."""
     if means is None:
         return scaled_heads(model, {(layer, head): 0.0 for layer, head in heads})
     heads = [(int(layer), int(head)) for layer, head in heads]

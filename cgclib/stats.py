@@ -126,14 +126,21 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (ra * rb).sum(-1) / np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
 
 
-def permutation_p(observed: float, null, alternative: Literal["greater", "less", "two-sided"] = "two-sided") -> float:
+def permutation_p(
+    observed: float, null, alternative: Literal["greater", "less", "two-sided", "doubled"] = "two-sided"
+) -> float:
     """Monte-Carlo permutation p-value (1 + k) / (1 + n) of a statistic `observed` given n
     values of it under permutation, `null`, of which k are at least as extreme: at least
     `observed` ("greater"), at most ("less"), or at least as large in absolute value
     ("two-sided", for a statistic whose null is symmetric about 0, such as a correlation).
+    "doubled" is twice the smaller one-sided p-value, capped at 1: the two-sided test for a
+    null of any shape (a skewed null makes distance from its centre the wrong measure).
     Counting the observed arrangement as one of the permutations keeps the test exact and
     the p-value above 0 (Phipson & Smyth 2010). Values within rounding (1e-12 relative) of
     `observed` count as ties, hence as extreme."""
+    if alternative == "doubled":
+        one_sided = min(permutation_p(observed, null, "greater"), permutation_p(observed, null, "less"))
+        return min(1.0, 2 * one_sided)
     null = np.asarray(null, dtype=float).reshape(-1)
     tolerance = 1e-12 * max(1.0, abs(observed))
     if alternative == "greater":
@@ -143,7 +150,7 @@ def permutation_p(observed: float, null, alternative: Literal["greater", "less",
     elif alternative == "two-sided":
         extreme = np.abs(null) >= abs(observed) - tolerance
     else:
-        raise ValueError(f"alternative must be 'greater', 'less' or 'two-sided', got {alternative!r}")
+        raise ValueError(f"alternative must be 'greater', 'less', 'two-sided' or 'doubled', got {alternative!r}")
     return float((1 + extreme.sum()) / (1 + len(null)))
 
 

@@ -13,6 +13,7 @@ from cgclib.component_phase import (
     critical_ratios,
     first_collapse,
     head_sweep,
+    outcomes,
     s0_table,
     transition_table,
 )
@@ -45,8 +46,8 @@ def test_a_collapsing_head_gets_its_s0_and_flat_metrics_get_none():
     row = critical.query("head == 0 and metric == 'language'").iloc[0]
     assert row.outcome == "transition" and row.p < 0.05
     assert row.interval_low <= 0.55 <= row.interval_high
-    outcomes = critical.set_index(["head", "metric"])["outcome"]
-    assert outcomes[(1, "language")] == "smooth" and outcomes[(0, "copy")] == "flat"
+    by_metric = critical.set_index(["head", "metric"])["outcome"]
+    assert by_metric[(1, "language")] == "smooth" and by_metric[(0, "copy")] == "flat"
     s0 = s0_table(critical, ["layer", "head"])
     assert list(s0.columns) == ["language", "copy"]
     assert s0.loc[(0, 0), "language"] == pytest.approx(0.55, abs=0.01)
@@ -55,6 +56,10 @@ def test_a_collapsing_head_gets_its_s0_and_flat_metrics_get_none():
     first = first_collapse(s0, censor_at=0.9)
     assert first.loc[(0, 0)] == pytest.approx(0.55, abs=0.01) and first.loc[(0, 1)] == 0.9
     assert transition_table(s0).loc["language", "components with a transition"] == 1
+    found = outcomes(critical, ["layer", "head"])
+    assert found.loc[(0, 0)] == "transition" and found.loc[(0, 1)] == "no transition located"
+    flat_only = critical[critical.metric == "copy"]
+    assert (outcomes(flat_only, ["layer", "head"]) == "flat").all()
 
 
 def test_a_sweep_without_the_dense_point_is_refused():

@@ -100,6 +100,11 @@ def test_permutation_p_counts_the_observed_arrangement():
     assert permutation_p(2.0, null, "two-sided") == pytest.approx(3 / 6)  # abs: 2, 3
     assert permutation_p(5.0, null, "greater") == pytest.approx(1 / 6)  # never 0
     assert permutation_p(0.1 + 0.2, [0.3], "greater") == pytest.approx(1.0)  # a tie within rounding
+    skewed = [0.0] * 30 + [10.0] * 9  # a skewed null: far from its median on one side only
+    assert permutation_p(-1.0, skewed, "doubled") == pytest.approx(2 / 40)  # below every draw
+    assert permutation_p(-1.0, np.subtract(skewed, 0.0), "two-sided") > 0.2  # distance misreads it
+    assert permutation_p(10.0, skewed, "doubled") == pytest.approx(min(1, 2 * 10 / 40))
+    assert permutation_p(0.0, skewed, "doubled") == 1.0
     with pytest.raises(ValueError, match="alternative"):
         permutation_p(1.0, null, "both")  # type: ignore[arg-type]
 
