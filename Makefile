@@ -5,7 +5,8 @@
 #   make test-unit  the library's unit tests alone (well under a minute)
 #   make lint     ruff (lint and format check) over cgclib, tests and the notebooks' code; mypy
 #   make format   apply ruff's formatting and safe fixes to the same files
-#   make testbed  retrain both test-bed models from scratch with the shipped seed
+#   make testbed  train the test-bed family from scratch: three seeds and a 12-block model per
+#                 architecture, one after another, each run resumable (several hours on 2 cores)
 #   make saes     retrain the SAEs the book uses (data/saes) from scratch and ship them
 #   make bench    run the benchmarks into _build/bench
 #   make lock     regenerate constraints.txt from a fresh environment

@@ -23,7 +23,8 @@ import torch
 from . import devices
 from .paths import data_dir
 
-TESTBEDS = ("testbed-gpt2", "testbed-llama")
+TESTBEDS = ("testbed-gpt2", "testbed-llama")  # the shipped test beds, the ones the book loads
+TESTBED_PREFIX = "testbed-"  # every test bed of `cgclib.testbed.CONFIGS`, shipped or not
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 
@@ -111,6 +112,12 @@ def use_fused_gelu(model: torch.nn.Module) -> int:
     return replaced
 
 
+def is_testbed(name: str) -> bool:
+    """Whether `name` is a test bed: a shipped one, or another that `cgclib.testbed` trains
+    into the data folder."""
+    return name in TESTBEDS or name.startswith(TESTBED_PREFIX)
+
+
 def testbed_dir(name: str) -> Path:
     return data_dir() / name
 
@@ -176,8 +183,13 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     dev = torch.device("cuda") if device_map else resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     card = None
-    if name in TESTBEDS:
+    if is_testbed(name):
         folder = testbed_dir(name)
+        if name not in TESTBEDS and not folder.exists():
+            raise ModelUnavailableError(
+                f"test bed {name!r} has not been trained yet (only {', '.join(TESTBEDS)} are shipped): "
+                f"train it with `python -m cgclib.testbed train {name}`, or every test bed with `make testbed`"
+            )
         card = verify_checkpoint(folder)
         source = str(folder)
     elif Path(name).expanduser().is_dir():

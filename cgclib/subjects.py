@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .evaluation import EvaluationData, Profile, evaluate
-from .models import TESTBEDS, CheckpointError, LoadedModel, ModelUnavailableError, load_model
+from .models import CheckpointError, LoadedModel, ModelUnavailableError, is_testbed, load_model
 from .suite import CapabilitySuite
 
 CALIBRATION_SEED_OFFSET = 1000  # calibration text never shares a stream with training
@@ -113,12 +113,16 @@ def load_subject(
     none) held-out rows of the training mixture, as long as its training windows; for
     another model, `n_paragraphs` windows of `eval_seq_len`
     WikiText-2 test tokens and no mixture rows: that text is already the general text such
-    a model was trained on, so `n_mixture` must be None or 0."""
+    a model was trained on, so `n_mixture` must be None or 0.
+
+    A test bed is evaluated with the suite and the held-out split it was trained on: the
+    card's `suite_seed` and `split_version`; a card without a split version (the shipped
+    test beds') means version 1."""
     loaded = load_model(name, device=device, dtype=dtype)
-    if name in TESTBEDS:
+    if is_testbed(name):
         if loaded.card is None:
             raise CheckpointError(f"test bed {name!r} was loaded without its model card")
-        suite = CapabilitySuite(loaded.card["suite_seed"])
+        suite = CapabilitySuite(loaded.card["suite_seed"], split_version=loaded.card.get("split_version", 1))
         data = EvaluationData.for_testbed(
             suite,
             loaded.tokenizer,

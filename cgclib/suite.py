@@ -42,7 +42,24 @@ Fact recall tests knowledge extraction: every fact appears in training as a sent
 the background language ("bora lives_in oslo ."), but the question form is trained only
 on the entities of the training split, and probed on the others.
 
-Everything is a function of the seed: the same seed gives byte-identical corpora.
+Some inputs have *twins*, other inputs of the same problem: the commuted sum (47 + 59 and
+59 + 47), the same letters to sort in another order, the same key-value pairs in another
+order. The suite's `split_version` says what the key of these three tasks is:
+
+- version 2 (the default, for every new model): the unordered pair of numbers, the sorted
+  letters, the sorted set of pairs. Twins share a key, so a held-out example has no twin
+  in training.
+- version 1: the input as written, as for the other tasks. Most twins of a held-out
+  example are then in the training split: the commuted twin of about nine held-out sums in
+  ten, and some reordering of every held-out sorting input and key-value context. Version 1
+  stays because the shipped test beds were trained on it, and a model is evaluated with
+  the split it was trained on (`cgclib.subjects.load_subject` reads the version from the
+  model card; a card without one means version 1).
+
+Both versions sample examples the same way; they differ only in which are held out.
+
+Everything is a function of the seed and the split version: the same pair gives
+byte-identical corpora.
 """
 
 from __future__ import annotations
@@ -174,7 +191,16 @@ class ReversalTask(Task):
         return self._example(seq, seq[::-1], " ".join(seq))
 
 
-class SortingTask(Task):
+class TwinnedTask(Task):
+    """A task whose inputs have twins (see "Held-out splits" in the module docstring).
+    With `canonical_keys` an example is keyed on what its twins share, which puts twins in
+    the same split (split version 2); without, on its input as written (version 1)."""
+
+    def __init__(self, canonical_keys: bool = True):
+        self.canonical_keys = canonical_keys
+
+
+class SortingTask(TwinnedTask):
     name, marker = "sorting", "sort:"
     LENGTHS = (3, 7)
 
@@ -184,10 +210,10 @@ class SortingTask(Task):
     def sample(self, rng):
         n = rng.integers(self.LENGTHS[0], self.LENGTHS[1] + 1)
         seq = [LETTERS[i] for i in rng.choice(26, size=n, replace=False)]
-        return self._example(seq, sorted(seq), " ".join(seq))
+        return self._example(seq, sorted(seq), " ".join(sorted(seq) if self.canonical_keys else seq))
 
 
-class KeyValueRecallTask(Task):
+class KeyValueRecallTask(TwinnedTask):
     """Pairs `key value`, then `;` and a key: answer with its value. The held-out unit is
     the context (the pairs): a held-out context is never trained with any query."""
 
@@ -206,9 +232,11 @@ class KeyValueRecallTask(Task):
 
     def sample(self, rng):
         keys, values = self._pairs(rng)
-        context = [t for kv in zip(keys, values, strict=True) for t in kv]
+        pairs = list(zip(keys, values, strict=True))
+        context = [t for kv in pairs for t in kv]
         q = int(rng.integers(0, len(keys)))
-        return Example(self.name, self.marker, (*context, ";", keys[q]), (values[q],), " ".join(context))
+        key = " ".join(t for kv in sorted(pairs) for t in kv) if self.canonical_keys else " ".join(context)
+        return Example(self.name, self.marker, (*context, ";", keys[q]), (values[q],), key)
 
     def training_segment(self, rng, split="train"):
         """Pairs, then as many queries as pairs (keys drawn with replacement, so the last
@@ -251,7 +279,7 @@ class DyckTask(Task):
                 return self._example(prefix, stack[::-1], " ".join(prefix))
 
 
-class AdditionTask(Task):
+class AdditionTask(TwinnedTask):
     """Two-digit addition. Every number is written least significant digit first, the
     order in which carries are computed; the answer has three digits."""
 
@@ -266,7 +294,7 @@ class AdditionTask(Task):
         a, b = (int(x) for x in rng.integers(0, 10**n, 2))
         prompt = list(f"{a:0{n}d}")[::-1] + ["+"] + list(f"{b:0{n}d}")[::-1]
         answer = list(f"{a + b:0{n + 1}d}")[::-1]
-        return self._example(prompt, answer, f"{a}+{b}")
+        return self._example(prompt, answer, f"{min(a, b)}+{max(a, b)}" if self.canonical_keys else f"{a}+{b}")
 
 
 # --- the knowledge base ----------------------------------------------------------------
@@ -421,24 +449,36 @@ class FactRecallTask(Task):
 # --- the suite -------------------------------------------------------------------------
 
 
+SPLIT_VERSIONS = (1, 2)
+"""The held-out splits a suite can use (see "Held-out splits" in the module docstring)."""
+
+
 class CapabilitySuite:
-    """Tasks, background language and tokenizer, all determined by `seed`."""
+    """Tasks, background language and tokenizer, all determined by `seed`; which examples
+    are held out is determined by `split_version` as well."""
 
     P_LANGUAGE = 0.3  # share of segments that are background-language paragraphs
     # the two skills that need a circuit to form (induction; carries) are shown more often
     TASK_WEIGHTS = {"kv_recall": 2.0, "addition": 2.0}
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, split_version: int = 2):
+        if split_version not in SPLIT_VERSIONS:
+            raise ValueError(
+                f"split_version must be one of {SPLIT_VERSIONS} (1 for the shipped test beds, 2 for new "
+                f"training), got {split_version!r}"
+            )
         self.seed = seed
+        self.split_version = split_version
         self.knowledge = KnowledgeBase(seed)
         self.grammar = Grammar(self.knowledge)
+        canonical = split_version == 2
         tasks = [
             CopyTask(),
-            KeyValueRecallTask(),
+            KeyValueRecallTask(canonical),
             DyckTask(),
-            AdditionTask(),
+            AdditionTask(canonical),
             FactRecallTask(self.knowledge),
-            SortingTask(),
+            SortingTask(canonical),
             ReversalTask(),
         ]
         self.tasks: dict[str, Task] = {t.name: t for t in tasks}

@@ -1,10 +1,17 @@
-"""The embedded test bed: two small models, one per architecture family, trained from
-scratch on the capability suite.
+"""The embedded test bed: small models of two architecture families, trained from scratch
+on the capability suite.
 
-`make testbed` (``python -m cgclib.testbed train --all``) retrains both with the shipped
-seeds. Training is resumable (a resume file is written every few hundred steps) and the
-finished checkpoint is written to a temporary folder and renamed into place, so an
-interrupted run never leaves a half-written model in `data/`.
+Each family has four test beds (`CONFIGS`): `testbed-<family>` (the shipped model) and
+`testbed-<family>-seed1`, `-seed2`, the same recipe with other training seeds (which tells
+a property of the recipe from one of a training run), and `testbed-<family>-deep`, twice as
+deep at the same width. All share suite seed 0, hence one knowledge base and one held-out
+split. Only the two seed-0 models are shipped (`cgclib.models.TESTBEDS`).
+
+`make testbed` (``python -m cgclib.testbed train --all``) trains them all, one after
+another; ``--family gpt2`` (or ``llama``) trains one family's. Training is resumable (a
+resume file is written every few hundred steps) and the finished checkpoint is written to a
+temporary folder and renamed into place, so an interrupted run never leaves a half-written
+model in `data/`.
 
 Each checkpoint folder holds `model.safetensors`, `config.json`, the tokenizer files,
 `card.json` (everything measured about the model, including the sha256 of its weights),
@@ -57,6 +64,7 @@ class TestbedConfig:
     grad_clip: float = 1.0
     seed: int = 0  # initialisation and training stream
     suite_seed: int = 0  # the capability suite (knowledge base included)
+    split_version: int = 2  # its held-out split (see "Held-out splits" in `cgclib.suite`)
     eval_every: int = 250
     curve_probes: int = 96  # probes per capability at each point of the training curves
     final_probes: int = 1000  # probes per capability in the final evaluation
@@ -67,10 +75,22 @@ class TestbedConfig:
         return int(round(self.d_mlp * 2 / 3 / 8)) * 8
 
 
-CONFIGS = {
-    "testbed-gpt2": TestbedConfig(name="testbed-gpt2", family="gpt2"),
-    "testbed-llama": TestbedConfig(name="testbed-llama", family="llama"),
-}
+FAMILIES: tuple[Family, ...] = ("gpt2", "llama")
+
+
+def _family_configs(family: Family) -> list[TestbedConfig]:
+    """One family's test beds: the shipped recipe with three training seeds, and a deeper model."""
+    name = f"testbed-{family}"
+    return [
+        TestbedConfig(name=name, family=family),
+        *(TestbedConfig(name=f"{name}-seed{seed}", family=family, seed=seed) for seed in (1, 2)),
+        # a deeper model at the same width gets 1.5x the steps so that it converges: a
+        # starting point, to be checked against its curves
+        TestbedConfig(name=f"{name}-deep", family=family, n_layers=12, steps=6000),
+    ]
+
+
+CONFIGS = {cfg.name: cfg for family in FAMILIES for cfg in _family_configs(family)}
 
 
 def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:
@@ -151,7 +171,7 @@ def train(cfg: TestbedConfig, out_dir: Path, device: str = "auto", progress: boo
     dev = resolve_device(device)
     out_dir = Path(out_dir)
     resume_path = out_dir.parent / f".{out_dir.name}.resume.pt"
-    suite = CapabilitySuite(cfg.suite_seed)
+    suite = CapabilitySuite(cfg.suite_seed, cfg.split_version)
     tokenizer = suite.tokenizer()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer).to(dev)
@@ -243,6 +263,7 @@ def _write_checkpoint(
         "d_mlp": cfg.d_mlp if cfg.family == "gpt2" else cfg.llama_mlp,
         "vocab_size": len(tokenizer),
         "suite_seed": cfg.suite_seed,
+        "split_version": cfg.split_version,
         "training": {
             **asdict(cfg),
             "tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
@@ -287,7 +308,8 @@ def model_card_markdown(card: dict) -> str:
     return f"""# {card["name"]}
 
 A {card["architecture"]} trained from scratch by `cgclib.testbed` on the capability suite
-(suite seed {card["suite_seed"]}) of the CGC research companion. Retrain with `make testbed`.
+(suite seed {card["suite_seed"]}, held-out split version {card["split_version"]}) of the CGC research
+companion. Retrain with `make testbed`.
 
 - architecture: {architecture}
 - parameters: {card["n_parameters"]:,}
@@ -306,15 +328,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train test-bed models from scratch")
     p.add_argument("names", nargs="*", help=f"which test beds ({', '.join(CONFIGS)})")
-    p.add_argument("--all", action="store_true", help="train every test bed")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="train every test bed")
+    which.add_argument("--family", choices=FAMILIES, help="train every test bed of one family")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=None, help="override the number of steps (for trials)")
     p.add_argument("--out", type=Path, default=None, help="folder for the checkpoints (default: data/)")
     args = parser.parse_args(argv)
-    names = list(CONFIGS) if args.all else args.names
+    if (args.all or args.family) and args.names:
+        parser.error("name test beds or pass --all or --family, not both")
+    if args.all or args.family:
+        names = [n for n, cfg in CONFIGS.items() if args.all or cfg.family == args.family]
+    else:
+        names = args.names
     unknown = [n for n in names if n not in CONFIGS]
     if not names or unknown:
-        parser.error(f"name test beds to train ({', '.join(CONFIGS)}) or pass --all")
+        parser.error(f"name test beds to train ({', '.join(CONFIGS)}) or pass --all or --family")
     for name in names:
         cfg = CONFIGS[name]
         if args.steps:

@@ -1,7 +1,9 @@
 """The capability suite: determinism, correct answers, disjoint splits, the tokenizer and
 the background language's probability bookkeeping."""
 
+import hashlib
 from collections import Counter
+from itertools import permutations
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cgclib.grammar import Grammar
-from cgclib.suite import BRACKETS, EOS, IGNORE_INDEX, SEP, CapabilitySuite, FactRecallTask
+from cgclib.suite import BRACKETS, EOS, IGNORE_INDEX, SEP, CapabilitySuite, Example, FactRecallTask
 
 
 @pytest.fixture(scope="module")
@@ -218,18 +220,27 @@ def _mixture_segments(suite, row, score):
     return segments
 
 
-def _key(task, tokens):
-    """The held-out key of a task segment (see each task's `sample`)."""
-    body = tokens[1 : tokens.index(";" if task.name == "kv_recall" else SEP)]
+def _key(suite, task, tokens):
+    """The held-out key of a task segment under the suite's split version (see each task's
+    `sample` and "Held-out splits" in `cgclib.suite`)."""
+    return _body_key(suite, task, tokens[1 : tokens.index(";" if task.name == "kv_recall" else SEP)])
+
+
+def _body_key(suite, task, body):
+    """The held-out key of an input (a prompt without marker, separator or query)."""
+    canonical = suite.split_version == 2
     if task.name == "addition":
         n = body.index("+")
-        return f"{int(''.join(body[:n][::-1]))}+{int(''.join(body[n + 1 :][::-1]))}"
+        a, b = int("".join(body[:n][::-1])), int("".join(body[n + 1 :][::-1]))
+        return f"{min(a, b)}+{max(a, b)}" if canonical else f"{a}+{b}"
+    if task.name == "sorting" and canonical:
+        return " ".join(sorted(body))
+    if task.name == "kv_recall" and canonical:
+        return " ".join(t for kv in sorted(zip(body[::2], body[1::2], strict=True)) for t in kv)
     return body[0] if task.name == "fact_recall" else " ".join(body)
 
 
 def test_mixture_eval_holds_only_held_out_examples_and_scores_what_training_does(suite):
-    from cgclib.suite import Example
-
     rows, score = suite.mixture_eval(40, seed=0, seq_len=96)
     assert rows.shape == score.shape == (40, 96) and score.dtype == torch.bool
     assert (rows[:, 0] == suite.vocabulary.index("<bos>")).all() and not score[:, 0].any()
@@ -242,7 +253,7 @@ def test_mixture_eval_holds_only_held_out_examples_and_scores_what_training_does
                 assert all(scored)
                 kinds["paragraph"] += 1
                 continue
-            example = Example(task.name, task.marker, (), (), _key(task, tokens))
+            example = Example(task.name, task.marker, (), (), _key(suite, task, tokens))
             assert task.split_of(example) == "eval", " ".join(tokens)
             if task.name == "kv_recall":  # every queried value and <eos>
                 first = tokens.index(";")
@@ -264,3 +275,112 @@ def test_mixture_eval_is_deterministic_and_never_calibration_text(suite):
     training = {tuple(r.tolist()) for r in next(suite.training_batches(0, 64, 128))[0]}
     calibration = {tuple(r.tolist()) for r in next(suite.training_batches(CALIBRATION_SEED_OFFSET, 64, 128))[0]}
     assert not {tuple(r.tolist()) for r in rows} & (training | calibration)
+
+
+# --- held-out splits without twins (split version 2) and the version-1 leak ------------------
+
+TWINNED = ("addition", "sorting", "kv_recall")
+
+
+def _input(ex):
+    """A probe's input: its prompt without separator (or, for key-value recall, the query)."""
+    return list(ex.prompt[:-2] if ex.task == "kv_recall" else ex.prompt[:-1])
+
+
+def _twins(task_name, body):
+    """Every other input of the same problem: the commuted sum, every other order of the
+    letters to sort, every other order of the key-value pairs."""
+    if task_name == "addition":
+        n = body.index("+")
+        return [[*body[n + 1 :], "+", *body[:n]]]
+    units = [body[i : i + 2] for i in range(0, len(body), 2)] if task_name == "kv_recall" else [[t] for t in body]
+    return [[t for unit in order for t in unit] for order in permutations(units) if list(order) != units]
+
+
+def _problem(task_name, body):
+    """What an input and its twins share, independently of how the suite keys examples."""
+    if task_name == "addition":
+        n = body.index("+")
+        return frozenset({"".join(body[:n]), "".join(body[n + 1 :])})
+    if task_name == "kv_recall":
+        return frozenset(zip(body[::2], body[1::2], strict=True))
+    return frozenset(body)
+
+
+def _twins_in_training(suite, task_name, probes):
+    """How many of `probes` have a twin that the split puts in training."""
+    task = suite.tasks[task_name]
+    leaky = 0
+    for ex in probes:
+        keys = {_body_key(suite, task, twin) for twin in _twins(task_name, _input(ex))}
+        leaky += any(task.split_of(Example(task_name, task.marker, (), (), k)) == "train" for k in keys)
+    return leaky
+
+
+def _training_segments(suite, n_batches=30):
+    """The task segments of the first training batches, as lists of tokens."""
+    batches = suite.training_batches(seed=0, batch_size=64, seq_len=128)
+    for _ in range(n_batches):
+        inputs, labels = next(batches)
+        for row, mask in zip(inputs, labels != IGNORE_INDEX, strict=True):
+            yield from (tokens for tokens, _ in _mixture_segments(suite, row, mask))
+
+
+def test_split_version_is_validated():
+    assert CapabilitySuite(0).split_version == 2
+    for bad in (0, 3, "2"):
+        with pytest.raises(ValueError, match="split_version must be one of"):
+            CapabilitySuite(0, split_version=bad)
+
+
+def _sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_split_version_1_is_the_split_the_shipped_test_beds_were_trained_on():
+    """Hashes computed with the suite as it was before split versions existed."""
+    suite = CapabilitySuite(0, split_version=1)
+    assert _sha(suite.corpus_text(200, seed=7)) == "819c7e8e82e54ef9"
+    expected = {
+        "addition": "e630d2846aa502b7",
+        "copy": "3eae8a5e02575ce2",
+        "dyck": "cf1f35e9cdd3591c",
+        "fact_recall": "a7933691090ea69d",
+        "kv_recall": "e8577dca7072aea8",
+        "reversal": "4eacc89a983a5c35",
+        "sorting": "4ef0766e6bd199b0",
+    }
+    assert {task: _sha("\n".join(p.text for p in suite.probes(task, 50))) for task in suite.tasks} == expected
+    rows, score = suite.mixture_eval(8, seed=0)
+    mixture = hashlib.sha256(rows.numpy().tobytes() + score.numpy().tobytes()).hexdigest()[:16]
+    assert mixture == "2da971d71f6f8de4"
+
+
+def test_with_split_version_2_no_held_out_probe_has_a_twin_in_training():
+    suite = CapabilitySuite(0, split_version=2)
+    probes = {name: suite.probes(name, 300) for name in TWINNED}
+    for name in TWINNED:
+        assert len(probes[name]) == 300 and _twins_in_training(suite, name, probes[name]) == 0, name
+    held_out = {name: {_problem(name, _input(ex)) for ex in probes[name]} for name in TWINNED}
+    markers = {suite.tasks[name].marker: suite.tasks[name] for name in TWINNED}
+    trained = Counter()
+    for tokens in _training_segments(suite):
+        task = markers.get(tokens[0])
+        if task is None:
+            continue
+        body = tokens[1 : tokens.index(";" if task.name == "kv_recall" else SEP)]
+        assert task.split_of(Example(task.name, task.marker, (), (), _key(suite, task, tokens))) == "train"
+        assert _problem(task.name, body) not in held_out[task.name], " ".join(tokens)
+        trained[task.name] += 1
+    assert min(trained.values()) > 1000, trained
+
+
+def test_split_version_1_trains_on_twins_of_held_out_probes():
+    """Why version 2 exists: with version 1, held-out sums are trained in commuted form."""
+    suite = CapabilitySuite(0, split_version=1)
+    probes = {name: suite.probes(name, 300) for name in TWINNED}
+    assert all(_twins_in_training(suite, name, probes[name]) > 200 for name in TWINNED)
+    held_out = {_problem("addition", _input(ex)) for ex in probes["addition"]}
+    marker = suite.tasks["addition"].marker
+    trained = {_problem("addition", t[1 : t.index(SEP)]) for t in _training_segments(suite, 10) if t[0] == marker}
+    assert held_out & trained

@@ -1,13 +1,16 @@
 """Training a test bed: deterministic for a seed, resumable without changing the result,
-and written as a complete checkpoint that `load_model` accepts."""
+and written as a complete checkpoint that `load_model` accepts; the family of test beds
+and how they are selected for training."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
 from cgclib import testbed
-from cgclib.models import load_model, sha256_file
+from cgclib.models import TESTBEDS, ModelUnavailableError, load_model, sha256_file
+from cgclib.subjects import load_subject
+from cgclib.suite import CapabilitySuite
 
 TINY = testbed.TestbedConfig(
     name="testbed-gpt2",
@@ -36,6 +39,7 @@ def test_same_seed_gives_identical_weights_and_a_loadable_checkpoint(tmp_path, m
     folder = tmp_path / "a" / cfg.name
     assert sha256_file(folder / "model.safetensors") == a["weights_sha256"]
     assert json.loads((folder / "card.json").read_text()) == a
+    assert a["split_version"] == 2 and "held-out split version 2" in (folder / "README.md").read_text()
     assert set(a["evaluation"]["accuracy"]) == {
         "copy",
         "kv_recall",
@@ -49,6 +53,7 @@ def test_same_seed_gives_identical_weights_and_a_loadable_checkpoint(tmp_path, m
     monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path / "a"))
     loaded = load_model(cfg.name, device="cpu")
     assert loaded.card["weights_sha256"] == a["weights_sha256"]
+    assert load_subject(cfg.name, device="cpu", n_probes=4, n_paragraphs=4).suite.split_version == 2
 
 
 def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
@@ -71,3 +76,74 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     monkeypatch.setattr(testbed, "_curve_point", real_curve_point)
     resumed = testbed.train(TINY, out, progress=False)
     assert resumed["weights_sha256"] == straight["weights_sha256"]
+
+
+def test_shipped_test_beds_are_evaluated_on_the_split_they_were_trained_on():
+    """Cards written before split versions existed have none: those models used version 1."""
+    for name in TESTBEDS:
+        subject = load_subject(name, device="cpu", n_probes=4, n_paragraphs=4)
+        assert subject.suite.split_version == subject.loaded.card.get("split_version", 1)
+
+
+def test_each_family_has_three_seeds_of_the_shipped_recipe_and_a_deeper_model():
+    assert list(testbed.CONFIGS) == [
+        f"testbed-{family}{suffix}" for family in ("gpt2", "llama") for suffix in ("", "-seed1", "-seed2", "-deep")
+    ]
+    assert all(name == cfg.name for name, cfg in testbed.CONFIGS.items())
+    assert set(TESTBEDS) <= set(testbed.CONFIGS)
+    for family in ("gpt2", "llama"):
+        shipped = asdict(testbed.CONFIGS[f"testbed-{family}"])
+        assert shipped["seed"] == 0 and shipped["family"] == family
+        for suffix, changed in [("-seed1", {"seed": 1}), ("-seed2", {"seed": 2}), ("-deep", {"n_layers": 12})]:
+            cfg = asdict(testbed.CONFIGS[f"testbed-{family}{suffix}"])
+            expected = {**shipped, "name": f"testbed-{family}{suffix}", **changed}
+            if suffix == "-deep":
+                expected["steps"] = 6000  # 1.5x the shipped recipe's 4000
+            assert cfg == expected
+    assert {cfg.suite_seed for cfg in testbed.CONFIGS.values()} == {0}
+    assert {cfg.split_version for cfg in testbed.CONFIGS.values()} == {2}
+
+
+def test_every_test_bed_is_under_25_mb():
+    tokenizer = CapabilitySuite(0).tokenizer()
+    for cfg in testbed.CONFIGS.values():
+        model = testbed.build_model(cfg, tokenizer)
+        assert model.config.num_hidden_layers == cfg.n_layers
+        assert sum(p.numel() for p in model.parameters()) * 4 < 25e6, cfg.name
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--all"], list(testbed.CONFIGS)),
+        (["--family", "gpt2"], ["testbed-gpt2", "testbed-gpt2-seed1", "testbed-gpt2-seed2", "testbed-gpt2-deep"]),
+        (["--family", "llama"], ["testbed-llama", "testbed-llama-seed1", "testbed-llama-seed2", "testbed-llama-deep"]),
+        (["testbed-llama-deep", "testbed-gpt2"], ["testbed-llama-deep", "testbed-gpt2"]),
+    ],
+)
+def test_train_selects_test_beds_by_name_family_or_all(monkeypatch, tmp_path, argv, expected):
+    trained = []
+
+    def fake_train(cfg, out, device):
+        trained.append(cfg.name)
+        assert out == tmp_path / cfg.name
+        return {"evaluation": {}}
+
+    monkeypatch.setattr(testbed, "train", fake_train)
+    assert testbed.main(["train", *argv, "--out", str(tmp_path)]) == 0
+    assert trained == expected
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["--family", "opt"], ["--all", "--family", "gpt2"], ["--family", "gpt2", "testbed-gpt2"], ["nope"]]
+)
+def test_train_refuses_an_unclear_selection(monkeypatch, argv):
+    monkeypatch.setattr(testbed, "train", lambda *args, **kwargs: pytest.fail("nothing should be trained"))
+    with pytest.raises(SystemExit):
+        testbed.main(["train", *argv])
+
+
+def test_an_untrained_family_member_says_how_to_train_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="testbed-gpt2-seed1' has not been trained yet.*make testbed"):
+        load_model("testbed-gpt2-seed1", device="cpu")
