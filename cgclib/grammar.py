@@ -151,8 +151,24 @@ class Paragraph:
     logprob: float = 0.0
 
 
+FACT_TEMPLATES = (
+    ("{e}", "{r}", "{v}", "."),
+    ("{e}", "'s", "{r}", "is", "{v}", "."),
+    ("{e}", "has", "{r}", "{v}", "."),
+)
+"""The ways a fact sentence can state a fact. Without paraphrases only the first is used.
+Every template starts with the entity (so the first token of a paragraph has the same
+probability either way) and the templates part at the second token, so each choice still
+emits a distinct token sequence."""
+
+
 class Grammar:
-    """Samples paragraphs; `knowledge` supplies fact sentences (entity relation value)."""
+    """Samples paragraphs; `knowledge` supplies fact sentences (entity relation value).
+
+    With `fact_paraphrases`, a fact sentence uses one of `FACT_TEMPLATES`, chosen uniformly:
+    stating a fact in several forms is what makes a small transformer store it under the
+    entity, where a question about the entity can extract it (Allen-Zhu and Li 2023, "Physics
+    of Language Models: Part 3.1", knowledge augmentation)."""
 
     # choice probabilities of the productions
     P_PLURAL = 0.4
@@ -166,8 +182,9 @@ class Grammar:
     MAX_SENTENCES = 4
     VERB_KIND = {"intransitive": 0.4, "transitive": 0.6}
 
-    def __init__(self, knowledge=None):
+    def __init__(self, knowledge=None, fact_paraphrases: bool = False):
         self.knowledge = knowledge
+        self.fact_templates = FACT_TEMPLATES if fact_paraphrases else FACT_TEMPLATES[:1]
         self._zipf = {
             "noun": zipf_weights(len(NOUNS)),
             "adj": zipf_weights(len(ADJECTIVES)),
@@ -179,11 +196,11 @@ class Grammar:
             "det": zipf_weights(4, 0.8),
         }
 
-    @staticmethod
-    def vocabulary() -> list[str]:
+    def vocabulary(self) -> list[str]:
         words = [w for pair in NOUNS for w in pair] + ADJECTIVES
         words += [w for pair in INTRANSITIVE + TRANSITIVE + CLAUSAL for w in pair]
         words += ADVERBS + PREPOSITIONS + DETERMINERS["sg"] + DETERMINERS["pl"] + FUNCTION_WORDS
+        words += [w for template in self.fact_templates for w in template if not w.startswith("{")]
         return list(dict.fromkeys(words))
 
     # --- sampling with log-probability bookkeeping ---
@@ -235,7 +252,11 @@ class Grammar:
     def _sentence(self, rng, para: Paragraph) -> None:
         if self.knowledge is not None and self._bernoulli(rng, self.P_FACT, para):
             entity, relation, value = self.knowledge.sample_fact(rng, para)
-            para.tokens += [entity, relation, value, "."]
+            template = self.fact_templates[0]
+            if len(self.fact_templates) > 1:
+                uniform = np.full(len(self.fact_templates), 1 / len(self.fact_templates))
+                template = self._pick(rng, self.fact_templates, uniform, para)
+            para.tokens += [w.format(e=entity, r=relation, v=value) for w in template]
             return
         self._clause(rng, para, depth=0)
         if self._bernoulli(rng, self.P_COORD, para):

@@ -116,13 +116,17 @@ def load_subject(
     a model was trained on, so `n_mixture` must be None or 0.
 
     A test bed is evaluated with the suite and the held-out split it was trained on: the
-    card's `suite_seed` and `split_version`; a card without a split version (the shipped
-    test beds') means version 1."""
+    card's `suite_seed`, `split_version` and `fact_paraphrases`; a card without them (the
+    shipped test beds') means version 1 without paraphrases."""
     loaded = load_model(name, device=device, dtype=dtype)
     if is_testbed(name):
         if loaded.card is None:
             raise CheckpointError(f"test bed {name!r} was loaded without its model card")
-        suite = CapabilitySuite(loaded.card["suite_seed"], split_version=loaded.card.get("split_version", 1))
+        suite = CapabilitySuite(
+            loaded.card["suite_seed"],
+            split_version=loaded.card.get("split_version", 1),
+            fact_paraphrases=loaded.card.get("fact_paraphrases", False),
+        )
         data = EvaluationData.for_testbed(
             suite,
             loaded.tokenizer,

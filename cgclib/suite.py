@@ -58,8 +58,13 @@ order. The suite's `split_version` says what the key of these three tasks is:
 
 Both versions sample examples the same way; they differ only in which are held out.
 
-Everything is a function of the seed and the split version: the same pair gives
-byte-identical corpora.
+Fact statements come in one form ("bora lives_in oslo .") or, with `fact_paraphrases` (the
+default, for every new model), in three ("bora 's lives_in is oslo .", "bora has lives_in
+oslo ." besides). The shipped test beds were trained on one form; their cards say so by
+leaving the flag out.
+
+Everything is a function of the seed, the split version and the paraphrase flag: the same
+three give byte-identical corpora.
 """
 
 from __future__ import annotations
@@ -381,7 +386,7 @@ def entity_names(n: int = N_ENTITIES) -> list[str]:
     """Pronounceable two-syllable names, fixed once and for all."""
     rng = np.random.default_rng(NAME_SEED)
     consonants, vowels = "bdfgklmnprstvz", "aeiou"
-    taken = set(Grammar.vocabulary()) | {v for values in RELATIONS.values() for v in values}
+    taken = set(Grammar().vocabulary()) | {v for values in RELATIONS.values() for v in values}
     names: list[str] = []
     while len(names) < n:
         c = rng.integers(0, len(consonants), 2)
@@ -455,13 +460,14 @@ SPLIT_VERSIONS = (1, 2)
 
 class CapabilitySuite:
     """Tasks, background language and tokenizer, all determined by `seed`; which examples
-    are held out is determined by `split_version` as well."""
+    are held out is determined by `split_version`, and whether the background language
+    states facts in several forms by `fact_paraphrases` (see `cgclib.grammar.Grammar`)."""
 
     P_LANGUAGE = 0.3  # share of segments that are background-language paragraphs
     # the two skills that need a circuit to form (induction; carries) are shown more often
     TASK_WEIGHTS = {"kv_recall": 2.0, "addition": 2.0}
 
-    def __init__(self, seed: int = 0, split_version: int = 2):
+    def __init__(self, seed: int = 0, split_version: int = 2, fact_paraphrases: bool = True):
         if split_version not in SPLIT_VERSIONS:
             raise ValueError(
                 f"split_version must be one of {SPLIT_VERSIONS} (1 for the shipped test beds, 2 for new "
@@ -470,7 +476,8 @@ class CapabilitySuite:
         self.seed = seed
         self.split_version = split_version
         self.knowledge = KnowledgeBase(seed)
-        self.grammar = Grammar(self.knowledge)
+        self.fact_paraphrases = fact_paraphrases
+        self.grammar = Grammar(self.knowledge, fact_paraphrases)
         canonical = split_version == 2
         tasks = [
             CopyTask(),
@@ -491,7 +498,7 @@ class CapabilitySuite:
         words = list(SPECIAL_TOKENS) + [SEP] + [t.marker for t in self.tasks.values()]
         for task in self.tasks.values():
             words += task.vocabulary()
-        words += Grammar.vocabulary()
+        words += self.grammar.vocabulary()
         return list(dict.fromkeys(words))
 
     def tokenizer(self):

@@ -65,6 +65,7 @@ class TestbedConfig:
     seed: int = 0  # initialisation and training stream
     suite_seed: int = 0  # the capability suite (knowledge base included)
     split_version: int = 2  # its held-out split (see "Held-out splits" in `cgclib.suite`)
+    fact_paraphrases: bool = True  # facts stated in three forms (see `cgclib.grammar.Grammar`)
     eval_every: int = 250
     curve_probes: int = 96  # probes per capability at each point of the training curves
     final_probes: int = 1000  # probes per capability in the final evaluation
@@ -171,7 +172,7 @@ def train(cfg: TestbedConfig, out_dir: Path, device: str = "auto", progress: boo
     dev = resolve_device(device)
     out_dir = Path(out_dir)
     resume_path = out_dir.parent / f".{out_dir.name}.resume.pt"
-    suite = CapabilitySuite(cfg.suite_seed, cfg.split_version)
+    suite = CapabilitySuite(cfg.suite_seed, cfg.split_version, cfg.fact_paraphrases)
     tokenizer = suite.tokenizer()
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, tokenizer).to(dev)
@@ -264,6 +265,7 @@ def _write_checkpoint(
         "vocab_size": len(tokenizer),
         "suite_seed": cfg.suite_seed,
         "split_version": cfg.split_version,
+        "fact_paraphrases": cfg.fact_paraphrases,
         "training": {
             **asdict(cfg),
             "tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
@@ -308,8 +310,8 @@ def model_card_markdown(card: dict) -> str:
     return f"""# {card["name"]}
 
 A {card["architecture"]} trained from scratch by `cgclib.testbed` on the capability suite
-(suite seed {card["suite_seed"]}, held-out split version {card["split_version"]}) of the CGC research
-companion. Retrain with `make testbed`.
+(suite seed {card["suite_seed"]}, held-out split version {card["split_version"]}, fact paraphrases
+{"on" if card["fact_paraphrases"] else "off"}) of the CGC research companion. Retrain with `make testbed`.
 
 - architecture: {architecture}
 - parameters: {card["n_parameters"]:,}

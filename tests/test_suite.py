@@ -207,6 +207,38 @@ def test_first_token_probabilities_sum_to_one():
         grammar.first_token_logprob("cat")
 
 
+def test_fact_paraphrases_state_each_fact_in_three_forms_with_exact_probabilities():
+    """Every template appears about equally often, a fact sentence is still scored exactly
+    (a one-sentence paragraph stating a given fact has the probability the grammar says),
+    and the template words extend the vocabulary without moving any existing token."""
+    from cgclib.grammar import FACT_TEMPLATES
+    from cgclib.suite import RELATIONS, KnowledgeBase
+
+    knowledge = KnowledgeBase(0)
+    plain, paraphrased = Grammar(knowledge), Grammar(knowledge, fact_paraphrases=True)
+    assert paraphrased.vocabulary()[: len(plain.vocabulary())] == plain.vocabulary()
+    assert set(paraphrased.vocabulary()) - set(plain.vocabulary()) == {"'s", "is", "has"}
+    rng = np.random.default_rng(0)
+    n, second_tokens, single = 40_000, Counter(), Counter()
+    logprob = {}
+    for _ in range(n):
+        para = paraphrased.paragraph(rng)
+        if para.tokens[0] in knowledge.entities:
+            second_tokens[para.tokens[1] if para.tokens[1] in ("'s", "has") else "relation"] += 1
+            if para.tokens.count(".") == 1:
+                key = " ".join(para.tokens)
+                single[key] += 1
+                logprob[key] = para.logprob
+    shares = np.array(list(second_tokens.values())) / sum(second_tokens.values())
+    assert len(FACT_TEMPLATES) == len(shares) == 3 and np.allclose(shares, 1 / 3, atol=0.03), second_tokens
+    # a one-fact paragraph: P(fact) P(entity) P(relation) P(template) P(no second sentence)
+    g, n_facts = Grammar, len(knowledge.entities) * len(RELATIONS)
+    p_single = g.P_FACT * (1 - g.P_MORE_SENTENCES)
+    assert np.allclose(list(logprob.values()), np.log(p_single / n_facts / 3))
+    expected = n * p_single
+    assert abs(sum(single.values()) - expected) < 5 * np.sqrt(expected), (sum(single.values()), expected)
+
+
 def _mixture_segments(suite, row, score):
     """The segments of one mixture row (split after each <eos>), each as (tokens, scored)."""
     vocab = suite.vocabulary
@@ -339,7 +371,7 @@ def _sha(text):
 
 def test_split_version_1_is_the_split_the_shipped_test_beds_were_trained_on():
     """Hashes computed with the suite as it was before split versions existed."""
-    suite = CapabilitySuite(0, split_version=1)
+    suite = CapabilitySuite(0, split_version=1, fact_paraphrases=False)
     assert _sha(suite.corpus_text(200, seed=7)) == "819c7e8e82e54ef9"
     expected = {
         "addition": "e630d2846aa502b7",
@@ -377,7 +409,7 @@ def test_with_split_version_2_no_held_out_probe_has_a_twin_in_training():
 
 def test_split_version_1_trains_on_twins_of_held_out_probes():
     """Why version 2 exists: with version 1, held-out sums are trained in commuted form."""
-    suite = CapabilitySuite(0, split_version=1)
+    suite = CapabilitySuite(0, split_version=1, fact_paraphrases=False)
     probes = {name: suite.probes(name, 300) for name in TWINNED}
     assert all(_twins_in_training(suite, name, probes[name]) > 200 for name in TWINNED)
     held_out = {_problem("addition", _input(ex)) for ex in probes["addition"]}
