@@ -13,7 +13,9 @@ Record format (one JSON list per notebook)::
      "claim": "...", "source": "Gupta 2026, arXiv:2603.16440",
      "paper": {"value": -0.054, "n": 384, "setting": "GPT-2 Medium"} | null,
      "ours": {"value": ..., "ci95": [lo, hi] | null, "p": ... | null, "n": ...,
-              "setting": "testbed-gpt2, seed 0"},
+              "setting": "testbed-gpt2, seed 0",
+              "seeds": [{"model": ..., "value": ..., "ci95": ..., "p": ..., "n": ...,
+                         "verdict": ...}, ...]  (only for a claim pooled over seeds)},
      "test": "<the rule in words>", "rule": {"kind": "Equivalence", "margin": 0.2},
      "verdict": "holds" | "fails" | "inconclusive", "section": "<label>" | null}
 """
@@ -35,6 +37,7 @@ import numpy as np
 from . import verdicts
 from .paper_values import PaperValue, paper_value
 from .paths import results_dir
+from .replication import SeedResult
 from .storage import atomic_write_json
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
@@ -70,19 +73,32 @@ class Ours:
     setting: str
     ci95: tuple[float, float] | None = None
     p: float | None = None
+    seeds: tuple[SeedResult, ...] = ()  # for a pooled estimate: each seed's own measurement
 
     def measurement(self) -> verdicts.Measurement:
         return verdicts.Measurement(value=self.value, ci95=self.ci95, p=self.p)
 
-    def as_record(self) -> dict:
-        record = {
-            "value": None if self.value is None else float(self.value),
-            "ci95": None if self.ci95 is None else [float(self.ci95[0]), float(self.ci95[1])],
-            "p": None if self.p is None else float(self.p),
-            "n": int(self.n),
-            "setting": self.setting,
-        }
+    def as_record(self, rule: verdicts.Rule | None = None) -> dict:
+        """The record's `ours`; with seeds, each seed's verdict under `rule` beside its numbers."""
+        record = _measured(self.value, self.ci95, self.p, self.n)
+        record["setting"] = self.setting
+        if self.seeds:
+            if rule is None:
+                raise LedgerError("a pooled measurement needs its rule to judge each seed")
+            record["seeds"] = [
+                {"model": s.model, **_measured(s.value, s.ci95, s.p, s.n), "verdict": rule.verdict(s.measurement())}
+                for s in self.seeds
+            ]
         return record
+
+
+def _measured(value, ci95, p, n) -> dict:
+    return {
+        "value": None if value is None else float(value),
+        "ci95": None if ci95 is None else [float(ci95[0]), float(ci95[1])],
+        "p": None if p is None else float(p),
+        "n": int(n),
+    }
 
 
 def rule_to_dict(rule: verdicts.Rule) -> dict:
@@ -197,6 +213,8 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     if record["verdict"] not in verdicts.OUTCOMES:
         raise LedgerError(f"{rid}: verdict must be one of {verdicts.OUTCOMES}, got {record['verdict']!r}")
     rule = rule_from_dict(record["rule"])
+    for seed in ours.get("seeds", []):
+        _validate_seed(seed, rule, rid)
     if rule.describe() != record["test"]:
         raise LedgerError(f"{rid}: test text does not match its rule ({rule.describe()!r})")
     try:
@@ -211,6 +229,31 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     if section is not None:
         _text(section, f"{rid}: section")
     return record
+
+
+def _validate_seed(seed: Any, rule: verdicts.Rule, rid: str) -> None:
+    """One seed's entry of a pooled record: its numbers, and a verdict that follows from them."""
+    if not isinstance(seed, dict) or any(k not in seed for k in ("model", "value", "ci95", "p", "n", "verdict")):
+        raise LedgerError(f"{rid}: each seed needs model, value, ci95, p, n and verdict")
+    where = f"{rid}: seed {seed['model']!r}"
+    value = None if seed["value"] is None else _finite(seed["value"], f"{where} value")
+    ci = None if seed["ci95"] is None else _interval(seed["ci95"], f"{where} ci95")
+    p = None if seed["p"] is None else _finite(seed["p"], f"{where} p")
+    _count(seed["n"], f"{where} n")
+    try:
+        recomputed = rule.verdict(verdicts.Measurement(value=value, ci95=ci, p=p))
+    except verdicts.RuleError as exc:
+        raise LedgerError(f"{where}: {exc}") from None
+    if recomputed != seed["verdict"]:
+        raise LedgerError(f"{where}: verdict {seed['verdict']!r} does not follow from its data ({recomputed!r})")
+
+
+def seeds_agreeing(record: dict) -> tuple[int, int] | None:
+    """How many seeds of a pooled record reach the pooled verdict, out of how many."""
+    seeds = record["ours"].get("seeds")
+    if not seeds:
+        return None
+    return sum(s["verdict"] == record["verdict"] for s in seeds), len(seeds)
 
 
 def load_results(path: Path) -> list[dict]:
@@ -281,6 +324,16 @@ def format_ours(ours: dict) -> str:
     if ours.get("p") is not None:
         text += f", p={format_number(ours['p'])}"
     return text + f" (n={ours['n']})"
+
+
+def format_seeds(record: dict) -> str:
+    """Each seed's verdict counted ('holds on 2 of 3, fails on 1 of 3'), or '' for a record
+    about one model."""
+    seeds = record["ours"].get("seeds")
+    if not seeds:
+        return ""
+    counts = {v: sum(s["verdict"] == v for s in seeds) for v in verdicts.OUTCOMES}
+    return ", ".join(f"{v} on {c} of {len(seeds)}" for v, c in counts.items() if c)
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -370,7 +423,7 @@ class Ledger:
             "claim": claim,
             "source": origin,
             "paper": None if paper is None else paper.as_record(),
-            "ours": ours.as_record(),
+            "ours": ours.as_record(rule),
             "test": rule.describe(),
             "rule": rule_to_dict(rule),
             "verdict": verdict,
@@ -399,6 +452,10 @@ class Ledger:
             glue(f"{rid}.ci_high", ours["ci95"][1], display=False)
         if ours["p"] is not None:
             glue(f"{rid}.p", ours["p"], display=False)
+        agreeing = seeds_agreeing(record)
+        if agreeing is not None:
+            glue(f"{rid}.seeds_agreeing", agreeing[0], display=False)
+            glue(f"{rid}.n_seeds", agreeing[1], display=False)
         paper = record["paper"]
         if paper is not None:
             if isinstance(paper["value"], list):
@@ -430,6 +487,7 @@ class Ledger:
                     "paper": format_paper(r["paper"]),
                     "ours": format_ours(r["ours"]),
                     "verdict": r["verdict"],
+                    "seeds": format_seeds(r),
                 }
                 for r in self.records
             ]

@@ -267,3 +267,30 @@ def test_holm_is_step_down_and_monotone():
     adjusted = holm_adjusted({"a": 0.02, "b": 0.021, "c": 0.5})
     assert adjusted["a"] == pytest.approx(0.06) and adjusted["b"] == pytest.approx(0.06)
     assert adjusted["c"] == pytest.approx(0.5)
+
+
+def test_a_pooled_record_carries_each_seed_s_verdict_and_a_forged_one_is_rejected(tmp_path):
+    from cgclib.ledger import format_seeds, seeds_agreeing
+    from cgclib.replication import SeedResult, random_effects
+
+    seeds = (
+        SeedResult("testbed-gpt2", -0.02, (-0.12, 0.08), 48),
+        SeedResult("testbed-gpt2-seed1", 0.05, (-0.05, 0.15), 48),
+        SeedResult("testbed-gpt2-seed2", 0.4, (0.3, 0.5), 48),
+    )
+    pooled = random_effects(seeds)
+    ours = Ours(value=pooled.value, ci95=pooled.ci95, n=144, setting="testbed-gpt2 family, 3 seeds", seeds=seeds)
+    _, record = _record(tmp_path, ours=ours)
+    assert [s["verdict"] for s in record["ours"]["seeds"]] == ["holds", "holds", "fails"]
+    assert record["verdict"] == "inconclusive"  # the pooled t(2) interval reaches past the margin
+    assert seeds_agreeing(record) == (0, 3) and format_seeds(record) == "holds on 2 of 3, fails on 1 of 3"
+    forged = copy.deepcopy(record)
+    forged["ours"]["seeds"][2]["verdict"] = "holds"
+    with pytest.raises(LedgerError, match="seed 'testbed-gpt2-seed2': verdict 'holds' does not follow"):
+        validate_record(forged)
+    truncated = copy.deepcopy(record)
+    del truncated["ours"]["seeds"][0]["n"]
+    with pytest.raises(LedgerError, match="each seed needs"):
+        validate_record(truncated)
+    _, single = _record(tmp_path)
+    assert "seeds" not in single["ours"] and format_seeds(single) == ""

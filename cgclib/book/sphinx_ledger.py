@@ -25,6 +25,7 @@ from ..ledger import (
     format_counts,
     format_ours,
     format_paper,
+    format_seeds,
     load_results,
     verdict_counts,
 )
@@ -156,8 +157,11 @@ class FillClaimsLedger(SphinxPostTransform):
             row += _cell(
                 _paragraph(format_paper(paper)), *([_paragraph(paper["setting"], ["ledger-setting"])] if paper else [])
             )
+            seeds = format_seeds(record)
             row += _cell(
-                _paragraph(format_ours(record["ours"])), _paragraph(record["ours"]["setting"], ["ledger-setting"])
+                _paragraph(format_ours(record["ours"])),
+                _paragraph(record["ours"]["setting"], ["ledger-setting"]),
+                *([_paragraph(f"seeds: {seeds}", ["ledger-setting"])] if seeds else []),
             )
             row += _cell(_paragraph(record["test"]))
             for verdict in (record["verdict"], adjusted[record["id"]]):
