@@ -79,19 +79,64 @@ class TestbedConfig:
 FAMILIES: tuple[Family, ...] = ("gpt2", "llama")
 
 
+TRAINING_SEEDS = (0, 1, 2)  # the replicates of each family's recipe
+
+
+def replicate_name(family: Family, seed: int) -> str:
+    """The test bed of `family` trained with `seed` (seed 0 is the shipped one)."""
+    return f"testbed-{family}" if seed == 0 else f"testbed-{family}-seed{seed}"
+
+
+def deep_name(family: Family) -> str:
+    return f"testbed-{family}-deep"
+
+
 def _family_configs(family: Family) -> list[TestbedConfig]:
     """One family's test beds: the shipped recipe with three training seeds, and a deeper model."""
-    name = f"testbed-{family}"
     return [
-        TestbedConfig(name=name, family=family),
-        *(TestbedConfig(name=f"{name}-seed{seed}", family=family, seed=seed) for seed in (1, 2)),
+        *(TestbedConfig(name=replicate_name(family, seed), family=family, seed=seed) for seed in TRAINING_SEEDS),
         # a deeper model at the same width gets 1.5x the steps so that it converges: a
         # starting point, to be checked against its curves
-        TestbedConfig(name=f"{name}-deep", family=family, n_layers=12, steps=6000),
+        TestbedConfig(name=deep_name(family), family=family, n_layers=12, steps=6000),
     ]
 
 
 CONFIGS = {cfg.name: cfg for family in FAMILIES for cfg in _family_configs(family)}
+
+TRAINED, UNTRAINED, OTHER_RECIPE = "trained", "not trained", "trained with another recipe"
+
+
+def member_status(name: str) -> str:
+    """Whether the test bed `name` of `CONFIGS` is in the data folder, trained with its
+    config's recipe (architecture, steps, seed, held-out split, fact paraphrases), so that it
+    can stand for a replicate of that recipe. A card without split version or paraphrase
+    flag was trained before they existed: version 1, one fact form."""
+    cfg = CONFIGS[name]
+    card_path = testbed_dir(name) / CARD_FILE
+    if not card_path.is_file():
+        return UNTRAINED
+    card = json.loads(card_path.read_text())
+    trained_as = (
+        card["family"],
+        card["n_layers"],
+        card["d_model"],
+        card["training"]["steps"],
+        card["training"]["seed"],
+        card["suite_seed"],
+        card.get("split_version", 1),
+        card.get("fact_paraphrases", False),
+    )
+    recipe = (
+        cfg.family,
+        cfg.n_layers,
+        cfg.d_model,
+        cfg.steps,
+        cfg.seed,
+        cfg.suite_seed,
+        cfg.split_version,
+        cfg.fact_paraphrases,
+    )
+    return TRAINED if trained_as == recipe else OTHER_RECIPE
 
 
 def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:

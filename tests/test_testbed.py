@@ -53,7 +53,9 @@ def test_same_seed_gives_identical_weights_and_a_loadable_checkpoint(tmp_path, m
     monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path / "a"))
     loaded = load_model(cfg.name, device="cpu")
     assert loaded.card["weights_sha256"] == a["weights_sha256"]
-    assert load_subject(cfg.name, device="cpu", n_probes=4, n_paragraphs=4).suite.split_version == 2
+    subject = load_subject(cfg.name, device="cpu", n_probes=4, n_paragraphs=4)
+    assert subject.suite.split_version == 2 and subject.suite.fact_paraphrases
+    assert a["fact_paraphrases"] and "fact paraphrases\non" in (folder / "README.md").read_text()
 
 
 def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
@@ -147,3 +149,24 @@ def test_an_untrained_family_member_says_how_to_train_it(monkeypatch, tmp_path):
     monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path))
     with pytest.raises(ModelUnavailableError, match="testbed-gpt2-seed1' has not been trained yet.*make testbed"):
         load_model("testbed-gpt2-seed1", device="cpu")
+
+
+def test_a_member_counts_as_a_replicate_only_when_trained_with_its_recipe(monkeypatch, tmp_path):
+    monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path))
+    name = "testbed-llama-seed2"
+    assert testbed.member_status(name) == testbed.UNTRAINED
+    cfg = replace(testbed.CONFIGS[name], steps=TINY.steps, final_probes=4, final_paragraphs=4, curve_probes=4)
+    card = testbed.train(cfg, tmp_path / name, progress=False)
+    assert testbed.member_status(name) == testbed.OTHER_RECIPE  # trained for fewer steps
+    card["training"]["steps"] = testbed.CONFIGS[name].steps
+    (tmp_path / name / "card.json").write_text(json.dumps(card))
+    assert testbed.member_status(name) == testbed.TRAINED
+    for key in ("split_version", "fact_paraphrases"):  # a card from before the flag existed
+        stale = {k: v for k, v in card.items() if k != key}
+        (tmp_path / name / "card.json").write_text(json.dumps(stale))
+        assert testbed.member_status(name) == testbed.OTHER_RECIPE, key
+    assert [testbed.replicate_name("gpt2", s) for s in testbed.TRAINING_SEEDS] == [
+        "testbed-gpt2",
+        "testbed-gpt2-seed1",
+        "testbed-gpt2-seed2",
+    ]
