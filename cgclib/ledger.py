@@ -213,7 +213,10 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     if record["verdict"] not in verdicts.OUTCOMES:
         raise LedgerError(f"{rid}: verdict must be one of {verdicts.OUTCOMES}, got {record['verdict']!r}")
     rule = rule_from_dict(record["rule"])
-    for seed in ours.get("seeds", []):
+    seeds = ours.get("seeds", [])
+    if not isinstance(seeds, list):
+        raise LedgerError(f"{rid}: ours.seeds must be a list of per-seed measurements")
+    for seed in seeds:
         _validate_seed(seed, rule, rid)
     if rule.describe() != record["test"]:
         raise LedgerError(f"{rid}: test text does not match its rule ({rule.describe()!r})")
@@ -238,7 +241,11 @@ def _validate_seed(seed: Any, rule: verdicts.Rule, rid: str) -> None:
     where = f"{rid}: seed {seed['model']!r}"
     value = None if seed["value"] is None else _finite(seed["value"], f"{where} value")
     ci = None if seed["ci95"] is None else _interval(seed["ci95"], f"{where} ci95")
+    if value is None and ci is not None:
+        raise LedgerError(f"{where}: a value that is not estimable cannot have a confidence interval")
     p = None if seed["p"] is None else _finite(seed["p"], f"{where} p")
+    if p is not None and not 0.0 <= p <= 1.0:
+        raise LedgerError(f"{where}: p must lie in [0, 1], got {p}")
     _count(seed["n"], f"{where} n")
     try:
         recomputed = rule.verdict(verdicts.Measurement(value=value, ci95=ci, p=p))
@@ -246,14 +253,6 @@ def _validate_seed(seed: Any, rule: verdicts.Rule, rid: str) -> None:
         raise LedgerError(f"{where}: {exc}") from None
     if recomputed != seed["verdict"]:
         raise LedgerError(f"{where}: verdict {seed['verdict']!r} does not follow from its data ({recomputed!r})")
-
-
-def seeds_agreeing(record: dict) -> tuple[int, int] | None:
-    """How many seeds of a pooled record reach the pooled verdict, out of how many."""
-    seeds = record["ours"].get("seeds")
-    if not seeds:
-        return None
-    return sum(s["verdict"] == record["verdict"] for s in seeds), len(seeds)
 
 
 def load_results(path: Path) -> list[dict]:
@@ -452,10 +451,8 @@ class Ledger:
             glue(f"{rid}.ci_high", ours["ci95"][1], display=False)
         if ours["p"] is not None:
             glue(f"{rid}.p", ours["p"], display=False)
-        agreeing = seeds_agreeing(record)
-        if agreeing is not None:
-            glue(f"{rid}.seeds_agreeing", agreeing[0], display=False)
-            glue(f"{rid}.n_seeds", agreeing[1], display=False)
+        if ours.get("seeds"):
+            glue(f"{rid}.seeds", format_seeds(record), display=False)
         paper = record["paper"]
         if paper is not None:
             if isinstance(paper["value"], list):

@@ -6,11 +6,13 @@ A single trained model answers "is this true of this model?"; a claim about a re
 the spread between training runs as well. Each seed gives an estimate with its own 95%
 interval (from the sampling of probes, heads or sequences within that model). We pool them
 with a random-effects model: the seeds' true values scatter around the recipe's value with
-a between-seed variance tau^2, estimated by DerSimonian and Laird's moment estimator, and
-the pooled interval uses the Hartung-Knapp variance with a t distribution on k - 1 degrees
-of freedom, floored at the plain random-effects variance (the "modified" Hartung-Knapp rule
-of Röver, Knapp and Friede 2015), so three seeds that agree by chance do not give an interval
-narrower than their own sampling error.
+a between-seed variance tau^2, estimated by Paule and Mandel's method (DerSimonian and
+Laird's one-step estimator is the option; it understates tau^2 when the seeds' errors are
+very unequal, as they are when one seed sits at 100% accuracy). The pooled interval uses
+the Hartung-Knapp variance with a t distribution on k - 1 degrees of freedom, floored at
+the plain random-effects variance (the "modified" Hartung-Knapp rule of Röver, Knapp and
+Friede 2015), so seeds that agree by chance do not give an interval narrower than the
+pooled sampling error.
 
 Why not a hierarchical bootstrap (seeds, then probes within a seed)? With three seeds the
 outer resampling has only ten distinct multisets of seeds, and percentile intervals from so
@@ -19,10 +21,12 @@ as it should be when three training runs are all there is.
 
 Correlations over heads pool the heads of every seed (`stratified_spearman`): ranks are
 taken within each seed, so that a shift between models cannot create a correlation, and
-the null distribution permutes within each seed. Two families are compared against the seed
-variation (`family_difference`): Welch's t test on their per-seed estimates. (An exact
-permutation test of three seeds against three cannot reach p < 0.05: only 20 relabellings
-exist.)
+the null distribution permutes within each seed. Its p-value is about the heads of these
+models; its interval, pooled over the seeds' correlations, is about the recipe, and with three
+seeds it is wide. Two families are compared against the seed variation (`family_difference`):
+the difference of their pooled estimates, whose variance adds the two pooled variances, on
+Welch-Satterthwaite degrees of freedom. (An exact permutation test of three seeds against
+three cannot reach p < 0.05: only 20 relabellings exist.)
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
+from .stats import cluster_bootstrap_interval, wilson_interval
 from .verdicts import Measurement, Rule
 
 Z95 = float(sps.norm.ppf(0.975))
@@ -60,6 +65,35 @@ class SeedResult:
         return (hi - lo) / (2 * Z95)
 
 
+def proportion(model: str, correct: np.ndarray) -> SeedResult:
+    """One seed's share of correct answers, with its Wilson 95% interval (the answers are
+    treated as independent draws from the capability's probe distribution)."""
+    correct = np.asarray(correct, dtype=bool)
+    if correct.size == 0:
+        raise ValueError(f"{model}: a proportion needs at least one answer")
+    return SeedResult(model, float(correct.mean()), wilson_interval(int(correct.sum()), correct.size), correct.size)
+
+
+def clustered_proportion(
+    model: str, correct: np.ndarray, clusters: np.ndarray, n_resamples: int = 2000, seed: int = 0
+) -> SeedResult:
+    """A share of correct answers that come in correlated groups (the four facts of one
+    entity), with a bootstrap interval over whole groups. When every answer is right (or
+    every one wrong) the bootstrap has nothing to resample; the interval is then Wilson's
+    with one draw per group, as if each group were a single answer."""
+    correct = np.asarray(correct, dtype=bool)
+    if correct.size == 0:
+        raise ValueError(f"{model}: a proportion needs at least one answer")
+    if correct.all() or not correct.any():
+        n_groups = len(np.unique(clusters))
+        interval = wilson_interval(n_groups if correct.all() else 0, n_groups)
+    else:
+        interval = cluster_bootstrap_interval(
+            np.mean, correct.astype(float), clusters=clusters, n_resamples=n_resamples, seed=seed
+        )
+    return SeedResult(model, float(correct.mean()), interval, correct.size)
+
+
 @dataclass(frozen=True)
 class Pooled:
     """The random-effects estimate over seeds (value None: fewer than two seeds estimable)."""
@@ -69,31 +103,76 @@ class Pooled:
     p: float | None  # two-sided, of "the recipe's value is 0"
     tau2: float | None  # between-seed variance
     k: int  # seeds pooled
+    se: float | None = None  # standard error of `value`, on t(k - 1)
 
 
-def random_effects(results: Sequence[SeedResult]) -> Pooled:
-    """Pool per-seed estimates (DerSimonian-Laird tau^2, modified Hartung-Knapp interval)."""
+def _paule_mandel(y: np.ndarray, v: np.ndarray) -> float:
+    """The tau^2 at which the generalised Q statistic equals its expectation k - 1 (0 when
+    the seeds scatter less than their own errors predict)."""
+    k = len(y)
+
+    def excess(tau2: float) -> float:
+        w = 1 / (v + tau2)
+        mu = np.sum(w * y) / w.sum()
+        return float(np.sum(w * (y - mu) ** 2)) - (k - 1)
+
+    if excess(0.0) <= 0:
+        return 0.0
+    hi = float(np.var(y, ddof=1)) + 1e-12
+    while excess(hi) > 0:  # Q falls as tau^2 grows; find a bracket
+        hi *= 2
+    lo = 0.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _dersimonian_laird(y: np.ndarray, v: np.ndarray) -> float:
+    w = 1 / v
+    fixed = np.sum(w * y) / w.sum()
+    q = float(np.sum(w * (y - fixed) ** 2))
+    return max(0.0, (q - (len(y) - 1)) / float(w.sum() - np.sum(w**2) / w.sum()))
+
+
+TAU2_ESTIMATORS = {"paule-mandel": _paule_mandel, "dersimonian-laird": _dersimonian_laird}
+
+
+def random_effects(results: Sequence[SeedResult], tau2_method: str = "paule-mandel") -> Pooled:
+    """Pool per-seed estimates: tau^2 by `tau2_method` (see `TAU2_ESTIMATORS`), the modified
+    Hartung-Knapp interval on t(k - 1)."""
+    if tau2_method not in TAU2_ESTIMATORS:
+        raise ValueError(f"tau2_method must be one of {sorted(TAU2_ESTIMATORS)}, got {tau2_method!r}")
     usable = [r for r in results if r.value is not None]
     k = len(usable)
     if k < 2:
         return Pooled(None, None, None, None, k)
     y = np.array([r.value for r in usable], dtype=float)
     se = np.array([r.standard_error() for r in usable])
-    # a zero-width interval (a proportion of 0 or 1 with a degenerate interval) would get
-    # infinite weight; floor every variance at a millionth of the values' scale
+    if not (np.isfinite(y).all() and np.isfinite(se).all()):
+        raise ValueError(f"seed estimates must be finite, got values {y.tolist()} and standard errors {se.tolist()}")
+    # a zero-width interval would get infinite weight; floor every variance at a tiny share
+    # of the values' scale
     v = np.maximum(se**2, 1e-12 * max(1.0, float(np.abs(y).max())) ** 2)
-    w = 1 / v
-    fixed = float(np.sum(w * y) / w.sum())
-    q = float(np.sum(w * (y - fixed) ** 2))
-    tau2 = max(0.0, (q - (k - 1)) / (w.sum() - np.sum(w**2) / w.sum()))
+    tau2 = TAU2_ESTIMATORS[tau2_method](y, v)
     w_star = 1 / (v + tau2)
     mu = float(np.sum(w_star * y) / w_star.sum())
     var_hk = float(np.sum(w_star * (y - mu) ** 2) / ((k - 1) * w_star.sum()))
-    var = max(var_hk, float(1 / w_star.sum()))
-    t = float(sps.t.ppf(0.975, k - 1))
-    half = t * math.sqrt(var)
-    p = float(2 * sps.t.sf(abs(mu) / math.sqrt(var), k - 1)) if var > 0 else 0.0
-    return Pooled(mu, (mu - half, mu + half), p, float(tau2), k)
+    standard_error = math.sqrt(max(var_hk, float(1 / w_star.sum())))
+    half = float(sps.t.ppf(0.975, k - 1)) * standard_error
+    p = float(2 * sps.t.sf(abs(mu) / standard_error, k - 1))
+    return Pooled(mu, (mu - half, mu + half), p, float(tau2), k, standard_error)
+
+
+def pool_proportions(results: Sequence[SeedResult]) -> Pooled:
+    """`random_effects` for proportions (accuracies), its interval cut to [0, 1], where a
+    proportion lives: with three seeds the t(2) interval around an accuracy near 100% can
+    reach past it. (`se` is left as pooled, for `family_difference`.)"""
+    pooled = random_effects(results)
+    if pooled.ci95 is None:
+        return pooled
+    lo, hi = pooled.ci95
+    return Pooled(pooled.value, (max(0.0, lo), min(1.0, hi)), pooled.p, pooled.tau2, pooled.k, pooled.se)
 
 
 def seed_verdicts(results: Sequence[SeedResult], rule: Rule) -> list[str]:
@@ -128,10 +207,14 @@ def stratified_spearman(
     Pearson 1957) by `random_effects`, so that it includes the seed-to-seed variance."""
     if len(xs) != len(ys) or not xs:
         raise ValueError("give x and y for the same seeds, at least one")
+    if not all(np.isfinite(np.asarray(v, dtype=float)).all() for v in [*xs, *ys]):
+        raise ValueError("x and y must be finite")
     rx = [_centred_ranks(np.asarray(x, dtype=float)) for x in xs]
     ry = [_centred_ranks(np.asarray(y, dtype=float)) for y in ys]
     if any(len(a) != len(b) or len(a) < 4 for a, b in zip(rx, ry, strict=True)):
         raise ValueError("each seed needs x and y of the same length, at least 4 units")
+    if any(not np.any(r) for r in rx + ry):
+        raise ValueError("a seed's x or y is constant (or not finite): its ranks carry no order to correlate")
     x_all = np.concatenate(rx)
     norm_x = np.linalg.norm(x_all)
 
@@ -164,17 +247,21 @@ class Difference:
     value: float
     ci95: tuple[float, float]
     p: float
-    k: tuple[int, int]
+    df: float
 
 
-def family_difference(a: Sequence[SeedResult], b: Sequence[SeedResult]) -> Difference:
-    """Welch's t test on the per-seed estimates of two families (two seeds each at least)."""
-    va = [r.value for r in a if r.value is not None]
-    vb = [r.value for r in b if r.value is not None]
-    if len(va) < 2 or len(vb) < 2:
-        raise ValueError(f"a family comparison needs two estimable seeds per family, got {len(va)} and {len(vb)}")
-    test = sps.ttest_ind(va, vb, equal_var=False)
-    ci = test.confidence_interval(0.95)
-    return Difference(
-        float(np.mean(va) - np.mean(vb)), (float(ci.low), float(ci.high)), float(test.pvalue), (len(va), len(vb))
-    )
+def family_difference(a: Pooled, b: Pooled) -> Difference:
+    """The difference of two families' pooled estimates (from `random_effects` or
+    `pool_proportions`). Each pooled standard error already holds the seeds' scatter and,
+    through its floor, their sampling error; the difference's variance is the sum of the
+    two, on Welch-Satterthwaite degrees of freedom."""
+    for name, pooled in (("a", a), ("b", b)):
+        if pooled.value is None or pooled.se is None or pooled.k < 2:
+            raise ValueError(f"family {name}: a family comparison needs a pooled estimate over two seeds or more")
+    se_a, se_b = float(a.se), float(b.se)  # type: ignore[arg-type]  # checked above
+    diff = float(a.value - b.value)  # type: ignore[operator]  # checked above
+    total = math.sqrt(se_a**2 + se_b**2)
+    df = total**4 / (se_a**4 / (a.k - 1) + se_b**4 / (b.k - 1))
+    t = float(sps.t.ppf(0.975, df))
+    p = float(2 * sps.t.sf(abs(diff) / total, df))
+    return Difference(diff, (diff - t * total, diff + t * total), p, float(df))

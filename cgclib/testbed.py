@@ -1,11 +1,12 @@
 """The embedded test bed: small models of two architecture families, trained from scratch
 on the capability suite.
 
-Each family has four test beds (`CONFIGS`): `testbed-<family>` (the shipped model) and
-`testbed-<family>-seed1`, `-seed2`, the same recipe with other training seeds (which tells
-a property of the recipe from one of a training run), and `testbed-<family>-deep`, twice as
-deep at the same width. All share suite seed 0, hence one knowledge base and one held-out
-split. Only the two seed-0 models are shipped (`cgclib.models.TESTBEDS`).
+Each family has four test beds (`CONFIGS`): three *replicates* of one recipe that differ
+only in their training seed, `testbed-<family>` (seed 0, the model the chapters load by
+default), `testbed-<family>-seed1` and `-seed2`, which tell a property of the recipe from one
+of a training run (`cgclib.replication`); and `testbed-<family>-deep`, twice as deep at the
+same width. All share suite seed 0, hence one knowledge base and one held-out split.
+`member_status` says whether the checkpoint in `data/` was trained with its config's recipe.
 
 `make testbed` (``python -m cgclib.testbed train --all``) trains them all, one after
 another; ``--family gpt2`` (or ``llama``) trains one family's. Training is resumable (a

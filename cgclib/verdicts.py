@@ -271,6 +271,9 @@ def holm_adjusted(p_values: dict[str, float]) -> dict[str, float]:
     """Holm's step-down adjustment of a family of p-values (keys: claim ids): the adjusted
     p-values, each compared with the same alpha, control the chance of any false rejection
     in the family at alpha under any dependence between the tests."""
+    bad = {k: p for k, p in p_values.items() if not 0.0 <= p <= 1.0}  # NaN included
+    if bad:
+        raise ValueError(f"p-values must lie in [0, 1], got {bad}")
     order = sorted(p_values, key=p_values.__getitem__)
     m = len(order)
     adjusted, running = {}, 0.0

@@ -270,7 +270,7 @@ def test_holm_is_step_down_and_monotone():
 
 
 def test_a_pooled_record_carries_each_seed_s_verdict_and_a_forged_one_is_rejected(tmp_path):
-    from cgclib.ledger import format_seeds, seeds_agreeing
+    from cgclib.ledger import format_seeds
     from cgclib.replication import SeedResult, random_effects
 
     seeds = (
@@ -283,7 +283,7 @@ def test_a_pooled_record_carries_each_seed_s_verdict_and_a_forged_one_is_rejecte
     _, record = _record(tmp_path, ours=ours)
     assert [s["verdict"] for s in record["ours"]["seeds"]] == ["holds", "holds", "fails"]
     assert record["verdict"] == "inconclusive"  # the pooled t(2) interval reaches past the margin
-    assert seeds_agreeing(record) == (0, 3) and format_seeds(record) == "holds on 2 of 3, fails on 1 of 3"
+    assert format_seeds(record) == "holds on 2 of 3, fails on 1 of 3"
     forged = copy.deepcopy(record)
     forged["ours"]["seeds"][2]["verdict"] = "holds"
     with pytest.raises(LedgerError, match="seed 'testbed-gpt2-seed2': verdict 'holds' does not follow"):
@@ -292,5 +292,16 @@ def test_a_pooled_record_carries_each_seed_s_verdict_and_a_forged_one_is_rejecte
     del truncated["ours"]["seeds"][0]["n"]
     with pytest.raises(LedgerError, match="each seed needs"):
         validate_record(truncated)
+    for mutate, message in (
+        (lambda r: r["ours"].update(seeds=None), "must be a list"),
+        (lambda r: r["ours"]["seeds"][0].update(p=1.5), "p must lie in"),
+        (lambda r: r["ours"]["seeds"][0].update(value=None), "not estimable cannot have"),
+    ):
+        broken = copy.deepcopy(record)
+        mutate(broken)
+        with pytest.raises(LedgerError, match=message):
+            validate_record(broken)
+    with pytest.raises(LedgerError, match="needs its rule"):
+        ours.as_record()
     _, single = _record(tmp_path)
     assert "seeds" not in single["ours"] and format_seeds(single) == ""

@@ -4,6 +4,8 @@ import pytest
 from cgclib.replication import (
     SeedResult,
     family_difference,
+    pool_proportions,
+    proportion,
     random_effects,
     seed_verdicts,
     stratified_spearman,
@@ -95,10 +97,108 @@ def test_stratified_spearman_rejects_mismatched_inputs():
 
 
 def test_a_family_difference_is_judged_against_the_seed_variation():
-    tight = family_difference(_seeds([0.50, 0.51, 0.52]), _seeds([0.30, 0.31, 0.29]))
-    assert tight.value == pytest.approx(0.21) and tight.p < 0.001 and tight.ci95[0] > 0
+    tight = family_difference(random_effects(_seeds([0.50, 0.51, 0.52])), random_effects(_seeds([0.30, 0.31, 0.29])))
+    assert tight.value == pytest.approx(0.21) and tight.p < 0.01 and tight.ci95[0] > 0
     # the same mean difference with seeds that scatter as much is not a difference
-    loose = family_difference(_seeds([0.2, 0.5, 0.83]), _seeds([0.0, 0.3, 0.6]))
+    loose = family_difference(random_effects(_seeds([0.2, 0.5, 0.83])), random_effects(_seeds([0.0, 0.3, 0.6])))
     assert loose.p > 0.3 and loose.ci95[0] < 0 < loose.ci95[1]
-    with pytest.raises(ValueError, match="two estimable seeds per family"):
-        family_difference(_seeds([0.5]), _seeds([0.3, 0.4]))
+    with pytest.raises(ValueError, match="two seeds or more"):
+        family_difference(random_effects(_seeds([0.5])), random_effects(_seeds([0.3, 0.4])))
+
+
+def test_two_families_at_100_percent_do_not_differ():
+    """Ties at the ceiling: every seed of both families answers every probe, or one family
+    misses one probe in five hundred. Neither is a difference between recipes."""
+    perfect = [proportion(f"m{i}", np.ones(500)) for i in range(3)]
+    near = [proportion(f"m{i}", np.r_[np.ones(499), 0]) for i in range(3)]
+    same = family_difference(pool_proportions(perfect), pool_proportions(perfect))
+    assert same.value == 0 and same.p == 1.0
+    close = family_difference(pool_proportions(perfect), pool_proportions(near))
+    assert close.p > 0.2 and close.ci95[0] < 0 < close.ci95[1]
+
+
+def test_a_proportion_carries_its_wilson_interval():
+    from cgclib.replication import proportion
+
+    seed = proportion("m", np.array([1, 1, 1, 0]))
+    assert seed.value == 0.75 and seed.n == 4 and seed.ci95[0] < 0.75 < seed.ci95[1] <= 1.0
+    with pytest.raises(ValueError, match="at least one answer"):
+        proportion("m", np.array([]))
+
+
+def _unequal():
+    y, se = [0.1, 0.3, 0.35, 0.2], [0.05, 0.1, 0.2, 0.03]
+    return [
+        SeedResult(f"m{i}", v, (v - 1.959964 * s, v + 1.959964 * s), 100)
+        for i, (v, s) in enumerate(zip(y, se, strict=True))
+    ]
+
+
+def test_pooling_matches_a_reference_hartung_knapp_computation():
+    """Unequal standard errors, where the Hartung-Knapp variance differs from the plain
+    random-effects one (reference: statsmodels' combine_effects, method_re="dl", use_t)."""
+    pooled = random_effects(_unequal(), tau2_method="dersimonian-laird")
+    assert pooled.tau2 == pytest.approx(0.0027550, rel=1e-3)
+    assert pooled.ci95 == pytest.approx((0.050209, 0.322635), abs=2e-5)
+    with pytest.raises(ValueError, match="tau2_method"):
+        random_effects(_unequal(), tau2_method="reml")
+
+
+def test_paule_mandel_sets_the_generalised_q_to_its_expectation():
+    seeds = _unequal()
+    pooled = random_effects(seeds)
+    y = np.array([s.value for s in seeds])
+    w = 1 / (np.array([s.standard_error() for s in seeds]) ** 2 + pooled.tau2)
+    q = np.sum(w * (y - np.sum(w * y) / w.sum()) ** 2)
+    assert pooled.tau2 > 0 and q == pytest.approx(len(seeds) - 1, rel=1e-6)
+    assert pooled.value == pytest.approx(np.sum(w * y) / w.sum())
+
+
+def test_proportions_pool_inside_0_and_1_and_a_perfect_seed_does_not_dominate():
+    """Two seeds at 100% and one at 85%: the one-step DerSimonian-Laird estimate lets the
+    perfect seeds' tiny errors outweigh the third, Paule-Mandel's does much less."""
+    seeds = [
+        proportion("a", np.ones(500)),
+        proportion("b", np.ones(500)),
+        proportion("c", np.r_[np.ones(425), np.zeros(75)]),
+    ]
+    pooled = pool_proportions(seeds)
+    assert 0 < pooled.ci95[0] < 0.85 < pooled.value < pooled.ci95[1] == 1.0
+    one_step = random_effects(seeds, tau2_method="dersimonian-laird")
+    assert np.sqrt(one_step.tau2) < 0.03 < 0.07 < np.sqrt(pooled.tau2)
+    assert abs(pooled.value - 0.95) < 0.01 < abs(one_step.value - 0.95)
+
+
+def test_the_permutation_p_counts_the_observed_correlation():
+    """Perfectly correlated heads: no within-seed shuffle reaches the observed correlation,
+    so p is 1 / (permutations + 1), not 0."""
+    xs = [np.arange(30.0) for _ in range(2)]
+    assert stratified_spearman(xs, [x * 2 for x in xs], n_permutations=99).p == pytest.approx(0.01)
+
+
+def test_constant_or_non_finite_inputs_are_refused():
+    x = [np.arange(10.0), np.arange(10.0)]
+    with pytest.raises(ValueError, match="constant"):
+        stratified_spearman(x, [np.ones(10), np.arange(10.0)])
+    with pytest.raises(ValueError, match="finite"):
+        stratified_spearman(x, [np.r_[np.arange(9.0), np.nan], np.arange(10.0)])
+    with pytest.raises(ValueError, match="finite"):
+        random_effects([SeedResult("a", float("nan"), (0, 1), 5), SeedResult("b", 0.2, (0, 1), 5)])
+
+
+def test_answers_in_correlated_groups_get_a_wider_interval_than_independent_ones():
+    """Forty entities with four facts each, known or not as a whole: the group bootstrap's
+    interval is about twice Wilson's over the 160 answers; all correct falls back to Wilson
+    over the forty groups."""
+    from cgclib.replication import clustered_proportion
+
+    rng = np.random.default_rng(0)
+    known = np.repeat(rng.random(40) < 0.7, 4)
+    groups = np.repeat(np.arange(40), 4)
+    grouped = clustered_proportion("m", known, groups)
+    independent = proportion("m", known)
+    width = lambda r: r.ci95[1] - r.ci95[0]  # noqa: E731
+    assert grouped.value == independent.value and grouped.n == 160
+    assert width(grouped) > 1.5 * width(independent)
+    perfect = clustered_proportion("m", np.ones(160), groups)
+    assert perfect.ci95 == pytest.approx(proportion("m", np.ones(40)).ci95)
