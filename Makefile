@@ -94,7 +94,7 @@ testbed: $(STAMP)
 # one at a time here, in book order, so that which chapter trains which SAEs never depends on timing.
 saes: $(STAMP) static
 	rm -rf _build/saes-cache
-	CGC_CACHE_DIR=_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book JOBS=1
+	CGC_CACHE_DIR=$(CURDIR)/_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book JOBS=1
 	$(BIN)/python -m cgclib.saes ship _build/saes-cache/saes
 
 bench: $(STAMP)
