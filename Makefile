@@ -8,6 +8,7 @@
 #   make testbed  train the test-bed family from scratch: three seeds and a 12-block model per
 #                 architecture, one after another, each run resumable (several hours on 2 cores)
 #   make saes     retrain the SAEs the book uses (data/saes) from scratch and ship them
+#   make replicates  run the chapters on the other training seeds where not cached; ship the records
 #   make bench    run the benchmarks into _build/bench
 #   make lock     regenerate constraints.txt from a fresh environment
 
@@ -18,7 +19,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test test-unit lint lint-notebooks format testbed saes bench lock clean install static browser
+.PHONY: book test test-unit lint lint-notebooks format testbed saes replicates bench lock clean install static browser
 
 install: $(STAMP)
 
@@ -96,6 +97,11 @@ saes: $(STAMP) static
 	rm -rf _build/saes-cache
 	CGC_CACHE_DIR=$(CURDIR)/_build/saes-cache CGC_IGNORE_SHIPPED_SAES=1 $(MAKE) book JOBS=1
 	$(BIN)/python -m cgclib.saes ship _build/saes-cache/saes
+
+# Every chapter executed on the other training seeds of the test-bed family (where its cached
+# records are not for this code and these models), shipped in data/replicates.
+replicates: $(STAMP)
+	$(BIN)/cgc replicates
 
 bench: $(STAMP)
 	$(BIN)/python -m cgclib.book.bench

@@ -17,7 +17,13 @@ Record format (one JSON list per notebook)::
               "seeds": [{"model": ..., "value": ..., "ci95": ..., "p": ..., "n": ...,
                          "verdict": ...}, ...]  (only for a claim pooled over seeds)},
      "test": "<the rule in words>", "rule": {"kind": "Equivalence", "margin": 0.2},
-     "verdict": "holds" | "fails" | "inconclusive", "section": "<label>" | null}
+     "verdict": "holds" | "fails" | "inconclusive", "section": "<label>" | null,
+     "superseded_by": "<id>"  (only on a seed-0 record pooled into a family record)}
+
+A record about seed 0 of a test-bed family is superseded once the chapter pools it with the
+other seeds (`cgclib.replicates`): it stays in the results, where its numbers are glued for
+the chapter's prose, and the ledger counts and shows the family record instead
+(`current_records`).
 """
 
 from __future__ import annotations
@@ -231,6 +237,9 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     section = record.get("section")
     if section is not None:
         _text(section, f"{rid}: section")
+    superseded_by = record.get("superseded_by")
+    if superseded_by is not None and not ID_PATTERN.match(_text(superseded_by, f"{rid}: superseded_by")):
+        raise LedgerError(f"{rid}: superseded_by must name a record id, got {superseded_by!r}")
     return record
 
 
@@ -270,7 +279,19 @@ def load_results(path: Path) -> list[dict]:
         if record["id"] in ids:
             raise LedgerError(f"{path}: duplicate id {record['id']!r}")
         ids.add(record["id"])
+    dangling = [  # a record of another chapter is checked where the whole ledger is read
+        r["id"]
+        for r in records
+        if r.get("superseded_by", "").startswith(f"{path.stem}.") and r["superseded_by"] not in ids
+    ]
+    if dangling:
+        raise LedgerError(f"{path}: {dangling} are superseded by records the file does not hold")
     return records
+
+
+def current_records(records: list[dict]) -> list[dict]:
+    """The records the ledger counts: all but seed-0 records pooled into a family record."""
+    return [r for r in records if not r.get("superseded_by")]
 
 
 # --- display ---------------------------------------------------------------------------
@@ -428,14 +449,46 @@ class Ledger:
             "verdict": verdict,
             "section": section,
         }
+        return self._append(record)
+
+    def _append(self, record: dict) -> dict:
         validate_record(record, notebook=self.notebook)
-        if any(r["id"] == id for r in self.records):
-            raise LedgerError(f"duplicate claim id {id!r} in notebook {self.notebook!r}")
+        if any(r["id"] == record["id"] for r in self.records):
+            raise LedgerError(f"duplicate claim id {record['id']!r} in notebook {self.notebook!r}")
         self.records.append(record)
         atomic_write_json(self.path, self.records)
         if self.glue:
             self._glue(record)
         return record
+
+    def pool_over_seeds(
+        self, parameters: dict, seeds: list[int], pooled_elsewhere: dict[str, str] | None = None
+    ) -> list[dict]:
+        """Pool every seed-0 test-bed record so far with the same chapter's records on the
+        training seeds `seeds` (`cgclib.replicates`: cached by content, run on a miss); add
+        the family records, mark the seed-0 ones superseded, return the family records.
+
+        `pooled_elsewhere` maps a claim (the id's last part) to the id of the family record
+        that another chapter pools by a rule of its own (`{family}` in it is filled in): that
+        seed-0 record is marked superseded by it and not pooled here."""
+        from .replicates import family_id, pool_records, replicate_records
+
+        if not seeds:
+            return []
+        elsewhere = pooled_elsewhere or {}
+        for record in self.records:
+            found = family_id(record["id"])
+            claim = record["id"].rsplit(".", 1)[1]
+            if found is not None and claim in elsewhere:
+                record["superseded_by"] = elsewhere[claim].format(family=found[1])
+        replicates = replicate_records(self.notebook, parameters, seeds)
+        own = [r for r in self.records if r["id"].rsplit(".", 1)[1] not in elsewhere]
+        added = []
+        for seed_zero, family in pool_records(own, replicates):
+            added.append(self._append(family))
+            seed_zero["superseded_by"] = family["id"]
+        atomic_write_json(self.path, self.records)
+        return added
 
     @staticmethod
     def _glue(record: dict) -> None:
@@ -485,6 +538,7 @@ class Ledger:
                     "ours": format_ours(r["ours"]),
                     "verdict": r["verdict"],
                     "seeds": format_seeds(r),
+                    "pooled in": r.get("superseded_by") or "",
                 }
                 for r in self.records
             ]

@@ -175,6 +175,35 @@ def pool_proportions(results: Sequence[SeedResult]) -> Pooled:
     return Pooled(pooled.value, (max(0.0, lo), min(1.0, hi)), pooled.p, pooled.tau2, pooled.k, pooled.se)
 
 
+def seed_mean(results: Sequence[SeedResult]) -> Pooled:
+    """Pool per-seed values that carry no interval of their own (a point statistic): their
+    mean, with a t(k - 1) interval from their spread. Without within-seed errors this is all
+    the seeds can say; it is not floored at a sampling error, which is unknown."""
+    usable = [r for r in results if r.value is not None]
+    k = len(usable)
+    if k < 2:
+        return Pooled(None, None, None, None, k)
+    y = np.array([r.value for r in usable], dtype=float)
+    if not np.isfinite(y).all():
+        raise ValueError(f"seed estimates must be finite, got {y.tolist()}")
+    mu, spread = float(y.mean()), float(y.var(ddof=1))
+    standard_error = math.sqrt(spread / k)
+    half = float(sps.t.ppf(0.975, k - 1)) * standard_error
+    exact = 1.0 if mu == 0 else 0.0  # the p-value of seeds that agree exactly
+    p = float(2 * sps.t.sf(abs(mu) / standard_error, k - 1)) if standard_error > 0 else exact
+    return Pooled(mu, (mu - half, mu + half), p, spread, k, standard_error)
+
+
+def pool(results: Sequence[SeedResult]) -> Pooled:
+    """Pool a claim's per-seed measurements: `random_effects` when every estimable seed has
+    its 95% interval, else `seed_mean`. Seeds whose value could not be estimated are left out;
+    fewer than two estimable seeds give no pooled value."""
+    usable = [r for r in results if r.value is not None]
+    if all(r.ci95 is not None for r in usable):
+        return random_effects(usable)
+    return seed_mean(usable)
+
+
 def seed_verdicts(results: Sequence[SeedResult], rule: Rule) -> list[str]:
     """Each seed's own verdict under `rule`."""
     return [rule.verdict(r.measurement()) for r in results]

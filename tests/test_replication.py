@@ -202,3 +202,27 @@ def test_answers_in_correlated_groups_get_a_wider_interval_than_independent_ones
     assert width(grouped) > 1.5 * width(independent)
     perfect = clustered_proportion("m", np.ones(160), groups)
     assert perfect.ci95 == pytest.approx(proportion("m", np.ones(40)).ci95)
+
+
+def test_seed_mean_is_the_t_interval_over_the_seeds_values():
+    from cgclib.replication import seed_mean
+
+    values = [0.2, 0.4, 0.9]
+    pooled = seed_mean([SeedResult(f"m{i}", v, None, 10) for i, v in enumerate(values)])
+    se = np.std(values, ddof=1) / np.sqrt(3)
+    assert pooled.value == pytest.approx(0.5) and pooled.se == pytest.approx(se)
+    assert pooled.ci95 == pytest.approx((0.5 - 4.302653 * se, 0.5 + 4.302653 * se), rel=1e-5)
+    from scipy import stats as sps
+
+    assert pooled.p == pytest.approx(sps.ttest_1samp(values, 0.0).pvalue)
+
+
+def test_pool_uses_random_effects_only_when_every_estimable_seed_has_an_interval():
+    from cgclib.replication import pool, seed_mean
+
+    with_intervals = _seeds([0.3, 0.5, 0.6])
+    assert pool(with_intervals) == random_effects(with_intervals)
+    mixed = [*with_intervals[:2], SeedResult("m2", 0.6, None, 100)]
+    assert pool(mixed) == seed_mean(mixed)
+    unestimable = [*with_intervals[:2], SeedResult("m2", None, None, 100)]
+    assert pool(unestimable).k == 2 and pool(unestimable[1:]).value is None

@@ -5,6 +5,7 @@ cgc run density -p model gpt2-medium -p device cuda
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
 cgc execute                                                # every chapter into the book's cache (make book)
+cgc replicates                                             # every chapter on the other training seeds, shipped
 """
 
 from __future__ import annotations
@@ -87,6 +88,14 @@ def _cmd_execute(args) -> int:
     return 1 if failed else 0
 
 
+def _cmd_replicates(args) -> int:
+    from ..replicates import rebuild
+
+    shipped = rebuild(args.chapter or None)
+    print(f"{shipped} replicate runs shipped in data/replicates")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgc", description="Chapters of the CGC research companion.")
     parser.add_argument("--root", type=Path, default=None, help="book root (default: the nearest folder with _toc.yml)")
@@ -130,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=_positive_int, default=None, help="chapters at once (default: one per CPU core)"
     )
     p_execute.set_defaults(func=_cmd_execute)
+
+    p_replicates = sub.add_parser(
+        "replicates",
+        help="execute each chapter on the test beds' other training seeds (where not cached for "
+        "this code) and ship the records in data/replicates (`make replicates`)",
+    )
+    p_replicates.add_argument("chapter", nargs="*", help="only these chapters (default: every one)")
+    p_replicates.set_defaults(func=_cmd_replicates)
     return parser
 
 

@@ -22,6 +22,7 @@ from ..ledger import (
     KINDS,
     LedgerError,
     adjusted_verdicts,
+    current_records,
     format_counts,
     format_ours,
     format_paper,
@@ -82,6 +83,8 @@ class FillClaimsLedger(SphinxPostTransform):
             node.replace_self(self._render(records, node))
 
     def _load_records(self) -> list[tuple[str, dict]]:
+        """Every chapter's current records (a seed-0 record pooled into a family record is
+        left out, with a warning if that family record is nowhere to be found)."""
         out: list[tuple[str, dict]] = []
         for doc in _notebook_docs(self.app):
             stem = doc[len(NOTEBOOK_PREFIX) :]
@@ -100,7 +103,15 @@ class FillClaimsLedger(SphinxPostTransform):
             if not records:
                 logger.warning(f"claims ledger: notebook {doc!r} recorded no claims", location=self.env.docname)
             out.extend((doc, r) for r in records)
-        return out
+        ids = {r["id"] for _, r in out}
+        for _, r in out:
+            if r.get("superseded_by") and r["superseded_by"] not in ids:
+                logger.warning(
+                    f"claims ledger: {r['id']!r} is superseded by {r['superseded_by']!r}, which no chapter recorded",
+                    location=self.env.docname,
+                )
+        current = {id(r) for r in current_records([r for _, r in out])}
+        return [(doc, r) for doc, r in out if id(r) in current]
 
     def _link(self, doc: str, record: dict) -> nodes.reference:
         here = self.env.docname

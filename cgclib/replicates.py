@@ -1,0 +1,379 @@
+"""A chapter's claims measured again on the other training seeds of the test-bed family,
+and pooled into one record per claim and family.
+
+A chapter studies seed 0 of each test-bed family: its figures, tables and prose are about
+those two models. Its claims are about the recipe, though, and one training run cannot tell
+a property of the recipe from an accident of that run. So the chapter is executed again,
+with the same parameters, on the models trained with the other seeds (every test-bed model
+parameter replaced by its replicate), and each claim's per-seed measurements are pooled by
+`replication.pool` into one record, `<chapter>.family_<family>.<claim>`, judged by the claim's
+own rule, with every seed's value and verdict inside it. The seed-0 record stays in the
+chapter's results, marked `superseded_by` the family record; the ledger shows the family
+record.
+
+A replicate run costs as much as the chapter, so its records are cached by content: the key
+hashes the chapter's code cells, the library's source (`cgclib` without its book tooling),
+the papers' reported values, the parameters, the replicate models' weights and the PyTorch
+version. A key found in `data/replicates` (shipped; every file checked against the sha256 in
+its manifest) or in the local cache is used as it is; a miss executes the chapter with the
+same code and caches its records. `cgc replicates` recomputes every chapter's replicates and
+ships them into `data/replicates`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .models import CARD_FILE, sha256_file, testbed_dir
+from .paths import cache_dir, data_dir, project_root
+from .replication import SeedResult, pool
+from .storage import atomic_write_bytes, atomic_write_json
+from .subjects import slug
+from .testbed import CONFIGS, TRAINED, member_status, replicate_name
+
+MODEL_PARAMETERS = ("model", "second_model")  # chapter parameters that name a model
+SEEDS_PARAMETER = "replicates"  # the chapter parameter listing the training seeds to pool
+SEED_PARAMETER = "seed"  # the chapter parameter that seeds its data draws, SAEs and bootstraps
+SEED_STRIDE = 1000  # training seed s runs with seed + 1000 s: its own, independent draws
+FOLDER = "replicates"
+MANIFEST = "manifest.json"
+
+
+class ReplicateError(ValueError):
+    """A replicate that cannot be used: a corrupt shipped file, records that do not match."""
+
+
+def seed_zero_family(model: str) -> str | None:
+    """The family whose seed-0 test bed `model` is, or None (another model)."""
+    cfg = CONFIGS.get(model)
+    return cfg.family if cfg is not None and model == replicate_name(cfg.family, 0) else None
+
+
+def replicate_parameters(parameters: dict[str, Any], seed: int) -> dict[str, Any] | None:
+    """The chapter's parameters for training seed `seed`: every model parameter that names a
+    seed-0 test bed replaced by that family's seed-`seed` replicate; the chapter's own `seed`
+    moved by `SEED_STRIDE * seed`, so that the replicate draws its probes, calibration text and
+    SAE initialisations afresh (pooling assumes the seeds' errors independent, and a claim
+    about the recipe should not rest on one draw of the evaluation data); the seed list
+    emptied (a replicate run pools nothing itself). None when no model parameter names a
+    seed-0 test bed."""
+    replaced = dict(parameters)
+    found = False
+    for name in MODEL_PARAMETERS:
+        family = seed_zero_family(parameters.get(name) or "")
+        if family is not None:
+            replaced[name] = replicate_name(family, seed)  # type: ignore[arg-type]  # a FAMILIES member
+            found = True
+    if not found:
+        return None
+    if SEED_PARAMETER in parameters:
+        replaced[SEED_PARAMETER] = parameters[SEED_PARAMETER] + SEED_STRIDE * seed
+    replaced[SEEDS_PARAMETER] = []
+    return replaced
+
+
+def _code_digest(chapter_path: Path) -> str:
+    """The chapter's code cells, not its prose: editing a sentence keeps the cache."""
+    import jupytext
+
+    notebook = jupytext.read(chapter_path)
+    code = "\n# --- cell ---\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def library_digest(root: Path | None = None) -> str:
+    """The library's source (the package's modules, not `cgclib.book`, which renders and runs
+    the book but computes nothing) and the papers' reported values."""
+    root = root or project_root()
+    digest = hashlib.sha256()
+    package = root / "cgclib"
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    digest.update((root / "data" / "paper_values.yaml").read_bytes())
+    return digest.hexdigest()
+
+
+def content_key(chapter: str, chapter_path: Path, parameters: dict[str, Any]) -> str:
+    """The cache key of one replicate run (see the module docstring)."""
+    import torch
+
+    models = {}
+    for name in MODEL_PARAMETERS:
+        model = parameters.get(name)
+        if model:
+            card = json.loads((testbed_dir(model) / CARD_FILE).read_text())
+            models[name] = card["weights_sha256"]
+    spec = {
+        "chapter": chapter,
+        "code": _code_digest(chapter_path),
+        "library": library_digest(),
+        "parameters": {k: v for k, v in sorted(parameters.items()) if k != SEEDS_PARAMETER},
+        "weights": models,
+        "torch": torch.__version__.split("+")[0],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def shipped_dir() -> Path:
+    return data_dir() / FOLDER
+
+
+def local_dir() -> Path:
+    return cache_dir() / FOLDER
+
+
+def _relative(chapter: str, key: str) -> str:
+    return f"{chapter}/{key}.json"
+
+
+def _read_records(path: Path, chapter: str) -> list[dict]:
+    from .ledger import validate_record
+
+    payload = json.loads(path.read_text())
+    records = payload["records"]
+    for record in records:
+        validate_record(record, notebook=chapter)
+    return records
+
+
+def cached_records(chapter: str, key: str) -> tuple[list[dict], Path] | None:
+    """The records of a replicate run with this key, and where they were found; None on a miss."""
+    relative = _relative(chapter, key)
+    manifest_path = shipped_dir() / MANIFEST
+    if manifest_path.is_file():
+        expected = json.loads(manifest_path.read_text()).get(relative)
+        if expected is not None:
+            path = shipped_dir() / relative
+            if not path.is_file() or sha256_file(path) != expected:
+                raise ReplicateError(
+                    f"{path} is missing or does not match its sha256 in {manifest_path}; "
+                    "restore it from git or rebuild every replicate with `cgc replicates`"
+                )
+            return _read_records(path, chapter), path
+    path = local_dir() / relative
+    if path.is_file():
+        return _read_records(path, chapter), path
+    return None
+
+
+def run_replicate(chapter: str, parameters: dict[str, Any]) -> list[dict]:
+    """Execute `chapter` with `parameters` (papermill, as `cgc run` does) in a scratch folder
+    and return the records it wrote."""
+    from .book.chapters import run_chapter
+    from .ledger import load_results
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_chapter(chapter, parameters, runs_dir=Path(tmp), progress=False)
+        return load_results(result.results)
+
+
+def _planned(chapter: str, parameters: dict[str, Any], seed: int) -> tuple[str, dict[str, Any], list[str]] | None:
+    """(cache key, parameters, models) of the replicate run on `seed`; None when there is
+    nothing to run (no test-bed model parameter, or replicates not trained), with a message."""
+    from .book.chapters import get_chapter
+
+    if seed == 0:
+        raise ValueError("seed 0 is the chapter's own run; list the other training seeds")
+    replicate = replicate_parameters(parameters, seed)
+    if replicate is None:
+        print(f"{chapter}: no model parameter names a seed-0 test bed, so there is nothing to replicate")
+        return None
+    models = [replicate[name] for name in MODEL_PARAMETERS if seed_zero_family(parameters.get(name) or "")]
+    untrained = [m for m in models if member_status(m) != TRAINED]
+    if untrained:
+        print(f"seed {seed}: left out, {', '.join(untrained)} not trained with the recipe (`make testbed`)")
+        return None
+    return content_key(chapter, get_chapter(chapter).path, replicate), replicate, models
+
+
+def replicate_records(
+    chapter: str,
+    parameters: dict[str, Any],
+    seeds: Iterable[int],
+    run: Callable[[str, dict[str, Any]], list[dict]] | None = None,
+) -> dict[int, list[dict]]:
+    """Each requested seed's records (from the cache, or on a miss by `run`, default
+    `run_replicate`). A seed whose replicates are not trained with the recipe is left out,
+    with a message."""
+    run = run or run_replicate
+    out: dict[int, list[dict]] = {}
+    for seed in seeds:
+        planned = _planned(chapter, parameters, seed)
+        if planned is None:
+            continue
+        key, replicate, models = planned
+        found = cached_records(chapter, key)
+        if found is not None:
+            records, path = found
+            print(f"seed {seed}: {len(records)} records of {', '.join(models)} from {path}")
+        else:
+            print(f"seed {seed}: not cached for this code; running {chapter} on {', '.join(models)}", flush=True)
+            records = run(chapter, replicate)
+            payload = {"chapter": chapter, "key": key, "parameters": replicate, "records": records}
+            atomic_write_json(local_dir() / _relative(chapter, key), payload)
+        out[seed] = records
+    return out
+
+
+def rebuild(chapters: Iterable[str] | None = None) -> int:
+    """Compute (on a miss) every chapter's replicates at its default parameters and seeds, and
+    ship exactly those into `data/replicates`; the number of runs shipped."""
+    from .book.chapters import list_chapters
+
+    keys: dict[str, list[str]] = {}
+    every = list_chapters()
+    for name in chapters or every:
+        params = every[name].parameters()
+        if SEEDS_PARAMETER not in params:
+            continue
+        defaults = {p.name: p.default for p in params.values()}
+        seeds = defaults[SEEDS_PARAMETER]
+        replicate_records(name, defaults, seeds)
+        keys[name] = [planned[0] for seed in seeds if (planned := _planned(name, defaults, seed)) is not None]
+    return ship(keys)
+
+
+def ship(keys: dict[str, list[str]], destination: Path | None = None) -> int:
+    """Copy the named cached runs (`keys[chapter]`) into `destination` (default
+    `data/replicates`), replacing what was there, and write the manifest; the count shipped."""
+    destination = destination or shipped_dir()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
+    manifest = {}
+    try:
+        for chapter, chapter_keys in keys.items():
+            for key in chapter_keys:
+                relative = _relative(chapter, key)
+                source = local_dir() / relative
+                if not source.is_file():
+                    source = shipped_dir() / relative
+                atomic_write_bytes(tmp / relative, source.read_bytes())
+                manifest[relative] = sha256_file(tmp / relative)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        if destination.exists():
+            shutil.rmtree(destination)
+        tmp.rename(destination)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return len(manifest)
+
+
+# --- pooling -----------------------------------------------------------------------------
+
+
+def chapter_parameters(chapter: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """The values the running chapter's parameters have (`namespace`: the notebook's
+    `globals()`, where papermill set them), to run its replicates with the same ones."""
+    from .book.chapters import get_chapter
+
+    names = list(get_chapter(chapter).parameters())
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ReplicateError(f"chapter {chapter!r}: parameters {missing} are not defined in this namespace")
+    return {name: namespace[name] for name in names}
+
+
+def family_table(records: list[dict]):
+    """The family records as a table: pooled value and interval, each seed's value, verdicts."""
+    import pandas as pd
+
+    from .ledger import format_seeds
+
+    return pd.DataFrame(
+        [
+            {
+                "claim": r["id"],
+                "pooled": r["ours"]["value"],
+                "ci95": None if r["ours"]["ci95"] is None else tuple(round(x, 3) for x in r["ours"]["ci95"]),
+                "per seed": ", ".join("-" if s["value"] is None else f"{s['value']:.3g}" for s in r["ours"]["seeds"]),
+                "seeds' verdicts": format_seeds(r),
+                "verdict": r["verdict"],
+            }
+            for r in records
+        ],
+        columns=["claim", "pooled", "ci95", "per seed", "seeds' verdicts", "verdict"],
+    ).round(3)
+
+
+def family_id(seed_zero_id: str) -> tuple[str, str] | None:
+    """For a record id `<chapter>.<seed-0 test bed>.<claim>`: (family record id, family);
+    None for a record about anything else."""
+    chapter, _, rest = seed_zero_id.partition(".")
+    for family in {cfg.family for cfg in CONFIGS.values()}:
+        prefix = slug(replicate_name(family, 0)) + "."
+        if rest.startswith(prefix):
+            return f"{chapter}.family_{family}.{rest[len(prefix) :]}", family
+    return None
+
+
+def _seed_result(model: str, record: dict) -> SeedResult:
+    ours = record["ours"]
+    ci = ours["ci95"]
+    return SeedResult(model, ours["value"], None if ci is None else (ci[0], ci[1]), ours["n"], ours["p"])
+
+
+def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tuple[dict, dict]]:
+    """For each seed-0 test-bed record of `own` that a replicate also recorded: (the seed-0
+    record, the family record to add), the family record judged by the same rule on the pooled
+    measurement. A replicate whose rule differs from seed 0's is an error: its verdict would
+    not be about the same claim."""
+    from .ledger import Ours, rule_from_dict
+
+    out = []
+    for record in own:
+        found = family_id(record["id"])
+        if found is None:
+            continue
+        new_id, family = found
+        results = [_seed_result(replicate_name(family, 0), record)]  # type: ignore[arg-type]
+        chapter, _, rest = record["id"].partition(".")
+        claim = rest.partition(".")[2]
+        for seed, records in sorted(replicates.items()):
+            model = replicate_name(family, seed)  # type: ignore[arg-type]
+            twin = next((r for r in records if r["id"] == f"{chapter}.{slug(model)}.{claim}"), None)
+            if twin is None:
+                continue
+            if twin["rule"] != record["rule"]:
+                raise ReplicateError(
+                    f"{twin['id']} was judged by {twin['rule']}, seed 0 by {record['rule']}: not the same claim"
+                )
+            results.append(_seed_result(model, twin))
+        if len(results) < 2:
+            continue
+        pooled = pool(results)
+        rule = rule_from_dict(record["rule"])
+        keeps_p = all(r.p is not None for r in results if r.value is not None)
+        how = (
+            "random-effects pool (Paule-Mandel tau^2, modified Hartung-Knapp interval on t(k-1))"
+            if all(r.ci95 is not None for r in results if r.value is not None)
+            else "mean over the seeds, t(k-1) interval from their spread"
+        )
+        ours = Ours(
+            value=pooled.value,
+            n=sum(r.n for r in results),
+            setting=f"{family} recipe, {len(results)} training seeds ({', '.join(r.model for r in results)}): {how}",
+            ci95=pooled.ci95,
+            p=pooled.p if keeps_p else None,
+            seeds=tuple(results),
+        )
+        family_record = {
+            **{k: record[k] for k in ("notebook", "kind", "claim", "source", "paper", "section")},
+            "id": new_id,
+            "ours": ours.as_record(rule),
+            "test": rule.describe(),
+            "rule": record["rule"],
+            "verdict": rule.verdict(ours.measurement()),
+        }
+        out.append((record, family_record))
+    return out
