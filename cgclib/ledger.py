@@ -14,6 +14,7 @@ Record format (one JSON list per notebook)::
      "paper": {"value": -0.054, "n": 384, "setting": "GPT-2 Medium"} | null,
      "ours": {"value": ..., "ci95": [lo, hi] | null, "p": ... | null, "n": ...,
               "setting": "testbed-gpt2, seed 0",
+              "units": {"x": [...], "y": [...]}  (only for a rank correlation over units),
               "seeds": [{"model": ..., "value": ..., "ci95": ..., "p": ..., "n": ...,
                          "verdict": ...}, ...]  (only for a claim pooled over seeds)},
      "test": "<the rule in words>", "rule": {"kind": "Equivalence", "margin": 0.2},
@@ -34,6 +35,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,9 @@ class Ours:
     ci95: tuple[float, float] | None = None
     p: float | None = None
     seeds: tuple[SeedResult, ...] = ()  # for a pooled estimate: each seed's own measurement
+    # for a rank correlation over units (heads, blocks): the paired values it was computed
+    # from, so that the seeds' units can be pooled (`replication.stratified_spearman`)
+    units: tuple[Sequence[float], Sequence[float]] | None = None
 
     def measurement(self) -> verdicts.Measurement:
         return verdicts.Measurement(value=self.value, ci95=self.ci95, p=self.p)
@@ -88,6 +93,9 @@ class Ours:
         """The record's `ours`; with seeds, each seed's verdict under `rule` beside its numbers."""
         record = _measured(self.value, self.ci95, self.p, self.n)
         record["setting"] = self.setting
+        if self.units is not None:
+            x, y = (np.asarray(v, dtype=float) for v in self.units)
+            record["units"] = {"x": x.tolist(), "y": y.tolist()}
         if self.seeds:
             if rule is None:
                 raise LedgerError("a pooled measurement needs its rule to judge each seed")
@@ -215,6 +223,8 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
             raise LedgerError(f"{rid}: ours.p must lie in [0, 1], got {p}")
     _count(ours["n"], f"{rid}: ours.n")
     _text(ours["setting"], f"{rid}: ours.setting")
+    if ours.get("units") is not None:
+        _validate_units(ours["units"], rid)
 
     if record["verdict"] not in verdicts.OUTCOMES:
         raise LedgerError(f"{rid}: verdict must be one of {verdicts.OUTCOMES}, got {record['verdict']!r}")
@@ -241,6 +251,16 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     if superseded_by is not None and not ID_PATTERN.match(_text(superseded_by, f"{rid}: superseded_by")):
         raise LedgerError(f"{rid}: superseded_by must name a record id, got {superseded_by!r}")
     return record
+
+
+def _validate_units(units: Any, rid: str) -> None:
+    if not isinstance(units, dict) or set(units) != {"x", "y"}:
+        raise LedgerError(f"{rid}: ours.units must be {{'x': [...], 'y': [...]}}")
+    x, y = units["x"], units["y"]
+    if not isinstance(x, list) or not isinstance(y, list) or len(x) != len(y):
+        raise LedgerError(f"{rid}: ours.units needs lists x and y of equal length")
+    for i, v in enumerate(x + y):
+        _finite(v, f"{rid}: ours.units value {i}")
 
 
 def _validate_seed(seed: Any, rule: verdicts.Rule, rid: str) -> None:

@@ -30,9 +30,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .models import CARD_FILE, sha256_file, testbed_dir
 from .paths import cache_dir, data_dir, project_root
-from .replication import SeedResult, pool
+from .replication import SeedResult, pool, stratified_spearman
 from .storage import atomic_write_bytes, atomic_write_json
 from .subjects import slug
 from .testbed import CONFIGS, TRAINED, member_status, replicate_name
@@ -41,6 +43,7 @@ MODEL_PARAMETERS = ("model", "second_model")  # chapter parameters that name a m
 SEEDS_PARAMETER = "replicates"  # the chapter parameter listing the training seeds to pool
 SEED_PARAMETER = "seed"  # the chapter parameter that seeds its data draws, SAEs and bootstraps
 SEED_STRIDE = 1000  # training seed s runs with seed + 1000 s: its own, independent draws
+STRATIFIED_PERMUTATIONS = 9999  # within-seed permutations of a pooled rank correlation
 FOLDER = "replicates"
 MANIFEST = "manifest.json"
 
@@ -323,6 +326,60 @@ def _seed_result(model: str, record: dict) -> SeedResult:
     return SeedResult(model, ours["value"], None if ci is None else (ci[0], ci[1]), ours["n"], ours["p"])
 
 
+def family_differences(records: list[dict]):
+    """For each claim pooled in two families: the difference of the families' pooled values,
+    tested against the seed-to-seed variation (`replication.family_difference` on each
+    family's random-effects pool of its seeds), with Holm-adjusted p-values over the table."""
+    import pandas as pd
+
+    from .replication import family_difference
+    from .verdicts import holm_adjusted
+
+    by_claim: dict[str, dict[str, dict]] = {}
+    for r in records:
+        chapter, family, claim = r["id"].split(".", 2)
+        by_claim.setdefault(f"{chapter}.{claim}", {})[family.removeprefix("family_")] = r
+    rows = []
+    for claim, families in by_claim.items():
+        if len(families) != 2:
+            continue
+        (name_a, a), (name_b, b) = sorted(families.items())
+        seeds = [[_seed_result(s["model"], {"ours": s}) for s in x["ours"]["seeds"]] for x in (a, b)]
+        pooled = [pool(s) for s in seeds]
+        if any(p.value is None or p.se is None for p in pooled) or not (pooled[0].se or pooled[1].se):
+            continue
+        d = family_difference(*pooled)
+        rows.append(
+            {
+                "claim": claim,
+                "difference": f"{name_a} - {name_b}",
+                "value": d.value,
+                "ci low": d.ci95[0],
+                "ci high": d.ci95[1],
+                "df": d.df,
+                "p": d.p,
+            }
+        )
+    table = pd.DataFrame(rows, columns=["claim", "difference", "value", "ci low", "ci high", "df", "p"])
+    if not table.empty:
+        adjusted = holm_adjusted(dict(zip(table["claim"], table["p"], strict=True)))
+        table["p (Holm)"] = table["claim"].map(adjusted)
+    return table.round(3)
+
+
+def _pooled_correlation(units: list[dict]) -> tuple[float, tuple[float, float], float, str]:
+    """A rank correlation over the units of every seed, ranked and permuted within seed."""
+    xs = [np.asarray(u["x"], dtype=float) for u in units]
+    ys = [np.asarray(u["y"], dtype=float) for u in units]
+    r = stratified_spearman(xs, ys, n_permutations=STRATIFIED_PERMUTATIONS)
+    how = (
+        f"Spearman rho over the {r.n} units of all seeds, ranked within seed; p from "
+        f"{STRATIFIED_PERMUTATIONS} within-seed permutations; interval from the seeds' rhos, "
+        "random effects on Fisher's z"
+    )
+    return r.rho, r.ci95, r.p, how
+
+
 def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tuple[dict, dict]]:
     """For each seed-0 test-bed record of `own` that a replicate also recorded: (the seed-0
     record, the family record to add), the family record judged by the same rule on the pooled
@@ -337,6 +394,7 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
             continue
         new_id, family = found
         results = [_seed_result(replicate_name(family, 0), record)]  # type: ignore[arg-type]
+        twins = [record]
         chapter, _, rest = record["id"].partition(".")
         claim = rest.partition(".")[2]
         for seed, records in sorted(replicates.items()):
@@ -349,22 +407,32 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
                     f"{twin['id']} was judged by {twin['rule']}, seed 0 by {record['rule']}: not the same claim"
                 )
             results.append(_seed_result(model, twin))
+            twins.append(twin)
         if len(results) < 2:
             continue
-        pooled = pool(results)
         rule = rule_from_dict(record["rule"])
-        keeps_p = all(r.p is not None for r in results if r.value is not None)
-        how = (
-            "random-effects pool (Paule-Mandel tau^2, modified Hartung-Knapp interval on t(k-1))"
-            if all(r.ci95 is not None for r in results if r.value is not None)
-            else "mean over the seeds, t(k-1) interval from their spread"
-        )
+        units = [t["ours"].get("units") for t in twins]
+        value: float | None
+        ci95: tuple[float, float] | None
+        p: float | None
+        if all(u is not None for u in units):
+            value, ci95, p, how = _pooled_correlation(units)
+        else:
+            pooled = pool(results)
+            keeps_p = all(r.p is not None for r in results if r.value is not None)
+            value, ci95, p = pooled.value, pooled.ci95, pooled.p if keeps_p else None
+            how = (
+                "random-effects pool (Paule-Mandel tau^2, modified Hartung-Knapp interval on t(k-1))"
+                if all(r.ci95 is not None for r in results if r.value is not None)
+                else "mean over the seeds, t(k-1) interval from their spread"
+            )
+        models = ", ".join(r.model for r in results)
         ours = Ours(
-            value=pooled.value,
+            value=value,
             n=sum(r.n for r in results),
-            setting=f"{family} recipe, {len(results)} training seeds ({', '.join(r.model for r in results)}): {how}",
-            ci95=pooled.ci95,
-            p=pooled.p if keeps_p else None,
+            setting=f"{family} recipe, {len(results)} training seeds ({models}): {how}",
+            ci95=ci95,
+            p=p,
             seeds=tuple(results),
         )
         family_record = {

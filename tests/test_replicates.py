@@ -15,6 +15,7 @@ from cgclib.replicates import (
     replicate_parameters,
     replicate_records,
 )
+from cgclib.replication import SeedResult
 from cgclib.testbed import CONFIGS
 from cgclib.verdicts import Exceeds, SignificantSign
 
@@ -263,3 +264,77 @@ def test_a_claim_pooled_by_another_chapter_is_marked_and_not_pooled_here(family_
     assert added == []
     stored = load_results(ledger.path)  # a record of another chapter is not checked here
     assert stored[0]["superseded_by"] == "family.gpt2.capabilities_at_90"
+
+
+def test_rank_correlations_pool_the_units_of_every_seed_ranked_within_seed(tmp_path):
+    """Three seeds of 48 heads with the same moderate correlation and a shift of each seed's
+    values (which ranks within seed ignore): the pooled record is the stratified correlation
+    of the 144 heads."""
+    import numpy as np
+
+    from cgclib.replication import stratified_spearman
+    from cgclib.stats import spearman
+
+    rng = np.random.default_rng(3)
+    rule = SignificantSign(1)
+    runs, data = {}, []
+    for seed in range(3):
+        x = rng.standard_normal(48)
+        y = 0.5 * x + rng.standard_normal(48) + 10 * seed  # a seed-level shift
+        data.append((x, y))
+        r = spearman(x, y, n_resamples=500, seed=seed)
+        ledger = Ledger("demo", directory=tmp_path / f"s{seed}", glue=False)
+        ledger.record(
+            id=f"demo.{'testbed_gpt2' if seed == 0 else f'testbed_gpt2_seed{seed}'}.rho",
+            claim="c",
+            kind="paper claim",
+            ours=Ours(value=r.rho, n=r.n, setting="s", ci95=r.ci95, p=r.p, units=(x, y)),
+            rule=rule,
+            source="s",
+        )
+        runs[seed] = ledger.records
+    seed_zero = runs.pop(0)
+    _, family = pool_records(seed_zero, runs)[0]
+    validate_record(family, notebook="demo")
+    expected = stratified_spearman([d[0] for d in data], [d[1] for d in data], n_permutations=9999)
+    assert family["ours"]["value"] == pytest.approx(expected.rho)
+    assert family["ours"]["p"] == pytest.approx(expected.p) and family["ours"]["n"] == 144
+    assert family["ours"]["p"] < 0.05 and family["verdict"] == "holds"
+    assert "ranked within seed" in family["ours"]["setting"]
+
+
+def test_units_must_be_paired_finite_numbers(tmp_path):
+    ledger = Ledger("demo", directory=tmp_path, glue=False)
+    with pytest.raises(LedgerError, match="equal length"):
+        ledger.record(
+            id="demo.testbed_gpt2.rho",
+            claim="c",
+            kind="paper claim",
+            ours=Ours(value=0.1, n=3, setting="s", units=([1.0, 2.0], [1.0])),
+            rule=Exceeds(0.0),
+            source="s",
+        )
+
+
+def test_family_differences_are_tested_against_the_seed_variation(tmp_path):
+    from cgclib.replicates import family_differences
+    from cgclib.replication import family_difference, random_effects
+
+    pooled, seeds = [], {}
+    for family, values in (("gpt2", [0.30, 0.32, 0.29]), ("llama", [0.10, 0.35, -0.05])):
+        ledger = Ledger("demo", directory=tmp_path / family, glue=False)
+        _record(ledger, f"testbed_{family}", values[0], (values[0] - 0.05, values[0] + 0.05))
+        runs = {}
+        for seed, value in enumerate(values[1:], start=1):
+            other = Ledger("demo", directory=tmp_path / f"{family}{seed}", glue=False)
+            _record(other, f"testbed_{family}_seed{seed}", value, (value - 0.05, value + 0.05))
+            runs[seed] = other.records
+        pooled.append(pool_records(ledger.records, runs)[0][1])
+        seeds[family] = [SeedResult(f"m{i}", v, (v - 0.05, v + 0.05), 50) for i, v in enumerate(values)]
+    table = family_differences(pooled)
+    expected = family_difference(random_effects(seeds["gpt2"]), random_effects(seeds["llama"]))
+    row = table.iloc[0]
+    assert row["claim"] == "demo.effect" and row["difference"] == "gpt2 - llama"
+    assert row["value"] == pytest.approx(expected.value, abs=1e-3)
+    assert row["p"] == pytest.approx(expected.p, abs=1e-3) and row["p"] > 0.05  # llama's seeds scatter
+    assert family_differences(pooled[:1]).empty
