@@ -302,7 +302,7 @@ def load_results(path: Path) -> list[dict]:
     dangling = [  # a record of another chapter is checked where the whole ledger is read
         r["id"]
         for r in records
-        if r.get("superseded_by", "").startswith(f"{path.stem}.") and r["superseded_by"] not in ids
+        if (r.get("superseded_by") or "").startswith(f"{path.stem}.") and r["superseded_by"] not in ids
     ]
     if dangling:
         raise LedgerError(f"{path}: {dangling} are superseded by records the file does not hold")
@@ -495,13 +495,15 @@ class Ledger:
 
         if not seeds:
             return []
+        replicates = replicate_records(self.notebook, parameters, seeds)
+        if not replicates:
+            return []
         elsewhere = pooled_elsewhere or {}
         for record in self.records:
             found = family_id(record["id"])
             claim = record["id"].rsplit(".", 1)[1]
             if found is not None and claim in elsewhere:
                 record["superseded_by"] = elsewhere[claim].format(family=found[1])
-        replicates = replicate_records(self.notebook, parameters, seeds)
         own = [r for r in self.records if r["id"].rsplit(".", 1)[1] not in elsewhere]
         added = []
         for seed_zero, family in pool_records(own, replicates):

@@ -34,7 +34,7 @@ import numpy as np
 
 from .models import CARD_FILE, sha256_file, testbed_dir
 from .paths import cache_dir, data_dir, project_root
-from .replication import SeedResult, pool, stratified_spearman
+from .replication import SeedResult, pool, stouffer, stratified_spearman
 from .storage import atomic_write_bytes, atomic_write_json
 from .subjects import slug
 from .testbed import CONFIGS, TRAINED, member_status, replicate_name
@@ -60,7 +60,8 @@ def seed_zero_family(model: str) -> str | None:
 
 def replicate_parameters(parameters: dict[str, Any], seed: int) -> dict[str, Any] | None:
     """The chapter's parameters for training seed `seed`: every model parameter that names a
-    seed-0 test bed replaced by that family's seed-`seed` replicate; the chapter's own `seed`
+    seed-0 test bed replaced by that family's seed-`seed` replicate, any other model left out;
+    the chapter's own `seed`
     moved by `SEED_STRIDE * seed`, so that the replicate draws its probes, calibration text and
     SAE initialisations afresh (pooling assumes the seeds' errors independent, and a claim
     about the recipe should not rest on one draw of the evaluation data); the seed list
@@ -73,6 +74,8 @@ def replicate_parameters(parameters: dict[str, Any], seed: int) -> dict[str, Any
         if family is not None:
             replaced[name] = replicate_name(family, seed)  # type: ignore[arg-type]  # a FAMILIES member
             found = True
+        elif name in parameters:
+            replaced[name] = ""  # another model has no replicates: the run leaves it out
     if not found:
         return None
     if SEED_PARAMETER in parameters:
@@ -105,21 +108,29 @@ def library_digest(root: Path | None = None) -> str:
 
 def content_key(chapter: str, chapter_path: Path, parameters: dict[str, Any]) -> str:
     """The cache key of one replicate run (see the module docstring)."""
-    import torch
+    from importlib.metadata import version
+
+    from .models import resolve_device, resolve_dtype
 
     models = {}
     for name in MODEL_PARAMETERS:
         model = parameters.get(name)
-        if model:
+        if model:  # a test bed (`replicate_parameters` leaves no other model): weights checked on load
             card = json.loads((testbed_dir(model) / CARD_FILE).read_text())
             models[name] = card["weights_sha256"]
+    resolved = dict(parameters)
+    if "device" in parameters and parameters["device"] != "balanced":  # 'auto' means another thing on a GPU
+        device = resolve_device(parameters["device"])
+        resolved["device"] = str(device)
+        if "dtype" in parameters:
+            resolved["dtype"] = str(resolve_dtype(parameters["dtype"], device))
     spec = {
         "chapter": chapter,
         "code": _code_digest(chapter_path),
         "library": library_digest(),
-        "parameters": {k: v for k, v in sorted(parameters.items()) if k != SEEDS_PARAMETER},
+        "parameters": {k: v for k, v in sorted(resolved.items()) if k != SEEDS_PARAMETER},
         "weights": models,
-        "torch": torch.__version__.split("+")[0],
+        "versions": {name: version(name) for name in ("torch", "transformers", "numpy", "scipy")},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -199,6 +210,21 @@ def _planned(chapter: str, parameters: dict[str, Any], seed: int) -> tuple[str, 
     return content_key(chapter, get_chapter(chapter).path, replicate), replicate, models
 
 
+def _fetch(chapter: str, seed: int, planned: tuple[str, dict[str, Any], list[str]], run) -> list[dict]:
+    """The records of one planned replicate run: cached, or run now and cached."""
+    key, replicate, models = planned
+    found = cached_records(chapter, key)
+    if found is not None:
+        records, path = found
+        print(f"seed {seed}: {len(records)} records of {', '.join(models)} from {path}")
+        return records
+    print(f"seed {seed}: not cached for this code; running {chapter} on {', '.join(models)}", flush=True)
+    records = run(chapter, replicate)
+    payload = {"chapter": chapter, "key": key, "parameters": replicate, "records": records}
+    atomic_write_json(local_dir() / _relative(chapter, key), payload)
+    return records
+
+
 def replicate_records(
     chapter: str,
     parameters: dict[str, Any],
@@ -212,25 +238,15 @@ def replicate_records(
     out: dict[int, list[dict]] = {}
     for seed in seeds:
         planned = _planned(chapter, parameters, seed)
-        if planned is None:
-            continue
-        key, replicate, models = planned
-        found = cached_records(chapter, key)
-        if found is not None:
-            records, path = found
-            print(f"seed {seed}: {len(records)} records of {', '.join(models)} from {path}")
-        else:
-            print(f"seed {seed}: not cached for this code; running {chapter} on {', '.join(models)}", flush=True)
-            records = run(chapter, replicate)
-            payload = {"chapter": chapter, "key": key, "parameters": replicate, "records": records}
-            atomic_write_json(local_dir() / _relative(chapter, key), payload)
-        out[seed] = records
+        if planned is not None:
+            out[seed] = _fetch(chapter, seed, planned, run)
     return out
 
 
 def rebuild(chapters: Iterable[str] | None = None) -> int:
-    """Compute (on a miss) every chapter's replicates at its default parameters and seeds, and
-    ship exactly those into `data/replicates`; the number of runs shipped."""
+    """Compute (on a miss) the replicates of `chapters` (default: every chapter) at their
+    default parameters and seeds, and ship them into `data/replicates` beside the other
+    chapters' shipped runs; the number of runs shipped for these chapters."""
     from .book.chapters import list_chapters
 
     keys: dict[str, list[str]] = {}
@@ -240,20 +256,33 @@ def rebuild(chapters: Iterable[str] | None = None) -> int:
         if SEEDS_PARAMETER not in params:
             continue
         defaults = {p.name: p.default for p in params.values()}
-        seeds = defaults[SEEDS_PARAMETER]
-        replicate_records(name, defaults, seeds)
-        keys[name] = [planned[0] for seed in seeds if (planned := _planned(name, defaults, seed)) is not None]
-    return ship(keys)
+        keys[name] = []
+        for seed in defaults[SEEDS_PARAMETER]:
+            planned = _planned(name, defaults, seed)
+            if planned is not None:
+                _fetch(name, seed, planned, run_replicate)
+                keys[name].append(planned[0])
+    ship(keys)
+    return sum(len(k) for k in keys.values())
 
 
 def ship(keys: dict[str, list[str]], destination: Path | None = None) -> int:
-    """Copy the named cached runs (`keys[chapter]`) into `destination` (default
-    `data/replicates`), replacing what was there, and write the manifest; the count shipped."""
+    """Ship the named cached runs (`keys[chapter]`) into `destination` (default
+    `data/replicates`): each named chapter's shipped runs become exactly these, other
+    chapters' stay as they are; the manifest is rewritten. The count in the manifest."""
     destination = destination or shipped_dir()
     destination.parent.mkdir(parents=True, exist_ok=True)
+    old_manifest = destination / MANIFEST
+    kept = json.loads(old_manifest.read_text()) if old_manifest.is_file() else {}
+    kept = {rel: sha for rel, sha in kept.items() if rel.split("/", 1)[0] not in keys}
     tmp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
     manifest = {}
     try:
+        for relative in kept:
+            atomic_write_bytes(tmp / relative, (destination / relative).read_bytes())
+            manifest[relative] = sha256_file(tmp / relative)
+            if manifest[relative] != kept[relative]:
+                raise ReplicateError(f"{destination / relative} does not match its sha256 in {old_manifest}")
         for chapter, chapter_keys in keys.items():
             for key in chapter_keys:
                 relative = _relative(chapter, key)
@@ -337,6 +366,8 @@ def family_differences(records: list[dict]):
 
     by_claim: dict[str, dict[str, dict]] = {}
     for r in records:
+        if r["rule"]["kind"] == "Describe":  # shown, not tested
+            continue
         chapter, family, claim = r["id"].split(".", 2)
         by_claim.setdefault(f"{chapter}.{claim}", {})[family.removeprefix("family_")] = r
     rows = []
@@ -372,12 +403,15 @@ def _pooled_correlation(units: list[dict]) -> tuple[float, tuple[float, float], 
     xs = [np.asarray(u["x"], dtype=float) for u in units]
     ys = [np.asarray(u["y"], dtype=float) for u in units]
     r = stratified_spearman(xs, ys, n_permutations=STRATIFIED_PERMUTATIONS)
+    # the permutation p is about these models' units, the random-effects p about the recipe:
+    # the record's p is the larger, so that a significant verdict needs both
+    p = max(r.p, r.p_recipe) if r.p_recipe is not None else r.p
     how = (
-        f"Spearman rho over the {r.n} units of all seeds, ranked within seed; p from "
-        f"{STRATIFIED_PERMUTATIONS} within-seed permutations; interval from the seeds' rhos, "
-        "random effects on Fisher's z"
+        f"Spearman rho over the {r.n} units of all seeds, ranked within seed; interval from the "
+        "seeds' rhos, random effects on Fisher's z; p the larger of the within-seed permutation "
+        f"test ({STRATIFIED_PERMUTATIONS} permutations) and that random-effects test"
     )
-    return r.rho, r.ci95, r.p, how
+    return r.rho, r.ci95, p, how
 
 
 def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tuple[dict, dict]]:
@@ -419,13 +453,19 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
             value, ci95, p, how = _pooled_correlation(units)
         else:
             pooled = pool(results)
-            keeps_p = all(r.p is not None for r in results if r.value is not None)
-            value, ci95, p = pooled.value, pooled.ci95, pooled.p if keeps_p else None
-            how = (
-                "random-effects pool (Paule-Mandel tau^2, modified Hartung-Knapp interval on t(k-1))"
-                if all(r.ci95 is not None for r in results if r.value is not None)
-                else "mean over the seeds, t(k-1) interval from their spread"
-            )
+            estimable = [r for r in results if r.value is not None]
+            value, ci95 = pooled.value, pooled.ci95
+            if all(r.ci95 is not None for r in estimable):
+                how = "random-effects pool (Paule-Mandel tau^2, modified Hartung-Knapp interval on t(k-1))"
+                p = pooled.p if all(r.p is not None for r in estimable) else None
+            elif all(r.p is not None for r in estimable):
+                # a permutation test's statistic need not be centred at 0 under its null, so
+                # the seeds' p-values are combined rather than their values tested
+                how = "mean over the seeds; p the seeds' p-values combined (signed Stouffer)"
+                ci95, p = None, stouffer(estimable)
+            else:
+                how = "mean over the seeds, t(k-1) interval from their spread"
+                p = None
         models = ", ".join(r.model for r in results)
         ours = Ours(
             value=value,

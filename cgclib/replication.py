@@ -58,11 +58,16 @@ class SeedResult:
         return Measurement(value=self.value, ci95=self.ci95, p=self.p)
 
     def standard_error(self) -> float:
-        """The standard error implied by the 95% interval (half its width over 1.96)."""
+        """The standard error implied by the 95% interval: the longer of its two arms over
+        1.96. An asymmetric interval (a bootstrap percentile interval, Wilson's near 0% or
+        100%) puts the value off its centre; the longer arm keeps the error from being
+        understated on the side where the estimate can still move."""
         if self.ci95 is None:
             raise ValueError(f"{self.model}: a seed's estimate needs its 95% interval to be pooled")
         lo, hi = self.ci95
-        return (hi - lo) / (2 * Z95)
+        if self.value is None:
+            return (hi - lo) / (2 * Z95)
+        return max(hi - self.value, self.value - lo, 0.0) / Z95
 
 
 def proportion(model: str, correct: np.ndarray) -> SeedResult:
@@ -189,9 +194,26 @@ def seed_mean(results: Sequence[SeedResult]) -> Pooled:
     mu, spread = float(y.mean()), float(y.var(ddof=1))
     standard_error = math.sqrt(spread / k)
     half = float(sps.t.ppf(0.975, k - 1)) * standard_error
-    exact = 1.0 if mu == 0 else 0.0  # the p-value of seeds that agree exactly
-    p = float(2 * sps.t.sf(abs(mu) / standard_error, k - 1)) if standard_error > 0 else exact
+    # seeds that agree (to rounding) leave no spread to test against: no p-value
+    agree = standard_error <= 1e-9 * max(1.0, abs(mu))
+    p = None if agree else float(2 * sps.t.sf(abs(mu) / standard_error, k - 1))
     return Pooled(mu, (mu - half, mu + half), p, spread, k, standard_error)
+
+
+def stouffer(results: Sequence[SeedResult]) -> float | None:
+    """The seeds' two-sided p-values combined with their signs (Stouffer's z: each
+    p turned into a z-score signed like its value, summed over sqrt(k)), two-sided. It tests
+    whether the seeds together show an effect of one sign, for records that carry a p-value
+    (a permutation test) and no interval; None with fewer than two estimable seeds."""
+    usable = [r for r in results if r.value is not None and r.p is not None]
+    if len(usable) < 2:
+        return None
+    z = [
+        math.copysign(float(sps.norm.isf(max(float(r.p), 1e-300) / 2)), float(r.value))  # type: ignore[arg-type]
+        for r in usable
+    ]
+    combined = sum(z) / math.sqrt(len(z))
+    return float(min(1.0, 2 * sps.norm.sf(abs(combined))))
 
 
 def pool(results: Sequence[SeedResult]) -> Pooled:
@@ -218,6 +240,7 @@ class StratifiedCorrelation:
     ci95: tuple[float, float]  # random effects over the seeds' Fisher-z correlations
     per_seed: tuple[float, ...]
     n: int
+    p_recipe: float | None = None  # the same random-effects fit's test of rho = 0 (t on k - 1)
 
 
 def _centred_ranks(v: np.ndarray) -> np.ndarray:
@@ -259,7 +282,8 @@ def stratified_spearman(
     z = [_fisher_z(f"seed {i}", r, len(a)) for i, (r, a) in enumerate(zip(per_seed, rx, strict=True))]
     pooled = random_effects(z) if len(z) >= 2 else None
     lo, hi = pooled.ci95 if pooled is not None and pooled.ci95 is not None else z[0].ci95  # type: ignore[misc]
-    return StratifiedCorrelation(observed, p, (math.tanh(lo), math.tanh(hi)), per_seed, len(x_all))
+    p_recipe = pooled.p if pooled is not None else None
+    return StratifiedCorrelation(observed, p, (math.tanh(lo), math.tanh(hi)), per_seed, len(x_all), p_recipe)
 
 
 def _fisher_z(model: str, rho: float, n: int) -> SeedResult:
