@@ -266,55 +266,19 @@ def test_a_claim_pooled_by_another_chapter_is_marked_and_not_pooled_here(family_
     assert stored[0]["superseded_by"] == "family.gpt2.capabilities_at_90"
 
 
-def test_rank_correlations_pool_the_units_of_every_seed_ranked_within_seed(tmp_path):
-    """Three seeds of 48 heads with the same moderate correlation and a shift of each seed's
-    values (which ranks within seed ignore): the pooled record is the stratified correlation
-    of the 144 heads."""
-    import numpy as np
-
-    from cgclib.replication import stratified_spearman
-    from cgclib.stats import spearman
-
-    rng = np.random.default_rng(3)
-    rule = SignificantSign(1)
-    runs, data = {}, []
-    for seed in range(3):
-        x = rng.standard_normal(48)
-        y = 0.5 * x + rng.standard_normal(48) + 10 * seed  # a seed-level shift
-        data.append((x, y))
-        r = spearman(x, y, n_resamples=500, seed=seed)
-        ledger = Ledger("demo", directory=tmp_path / f"s{seed}", glue=False)
-        ledger.record(
-            id=f"demo.{'testbed_gpt2' if seed == 0 else f'testbed_gpt2_seed{seed}'}.rho",
-            claim="c",
-            kind="paper claim",
-            ours=Ours(value=r.rho, n=r.n, setting="s", ci95=r.ci95, p=r.p, units=(x, y)),
-            rule=rule,
-            source="s",
-        )
-        runs[seed] = ledger.records
-    seed_zero = runs.pop(0)
-    _, family = pool_records(seed_zero, runs)[0]
-    validate_record(family, notebook="demo")
-    expected = stratified_spearman([d[0] for d in data], [d[1] for d in data], n_permutations=9999)
-    assert family["ours"]["value"] == pytest.approx(expected.rho) and family["ours"]["n"] == 144
-    # significant only if both the heads' permutation test and the recipe's test say so
-    assert family["ours"]["p"] == pytest.approx(max(expected.p, expected.p_recipe))
-    assert expected.p_recipe > expected.p
-    assert "ranked within seed" in family["ours"]["setting"]
-
-
-def _correlation_runs(tmp_path, slopes, rule):
-    """The demo chapter's rank-correlation records on seeds 0.. with the given slopes."""
+def _correlation_runs(tmp_path, slopes, rule, shift=0.0):
+    """The demo chapter's rank-correlation records on seeds 0.. with the given slopes (seed s's
+    y shifted by `shift` s): seed 0's records, the others' by seed, and the (x, y) of each."""
     import numpy as np
 
     from cgclib.stats import spearman
 
     rng = np.random.default_rng(11)
-    runs = {}
+    runs, data = {}, []
     for seed, slope in enumerate(slopes):
         x = rng.standard_normal(48)
-        y = slope * x + rng.standard_normal(48)
+        y = slope * x + rng.standard_normal(48) + shift * seed
+        data.append((x, y))
         r = spearman(x, y, n_resamples=500, seed=seed)
         ledger = Ledger("demo", directory=tmp_path / f"c{seed}", glue=False)
         ledger.record(
@@ -326,13 +290,30 @@ def _correlation_runs(tmp_path, slopes, rule):
             source="s",
         )
         runs[seed] = ledger.records
-    return runs.pop(0), runs
+    return runs.pop(0), runs, data
+
+
+def test_rank_correlations_pool_the_units_of_every_seed_ranked_within_seed(tmp_path):
+    """Three seeds of 48 heads with the same moderate correlation and a shift of each seed's
+    values (which ranks within seed ignore): the pooled record is the stratified correlation
+    of the 144 heads."""
+    from cgclib.replication import stratified_spearman
+
+    seed_zero, runs, data = _correlation_runs(tmp_path, [0.5, 0.5, 0.5], SignificantSign(1), shift=10)
+    _, family = pool_records(seed_zero, runs)[0]
+    validate_record(family, notebook="demo")
+    expected = stratified_spearman([x for x, _ in data], [y for _, y in data], n_permutations=9999)
+    assert family["ours"]["value"] == pytest.approx(expected.rho) and family["ours"]["n"] == 144
+    # significant only if both the heads' permutation test and the recipe's test say so
+    assert family["ours"]["p"] == pytest.approx(max(expected.p, expected.p_recipe))
+    assert expected.p_recipe > expected.p
+    assert "ranked within seed" in family["ours"]["setting"]
 
 
 def test_a_correlation_in_one_seed_only_does_not_make_the_recipe_s_verdict(tmp_path):
     """Seed 0 strongly correlated, seeds 1 and 2 not: the 144 heads' permutation test alone
     would reject, the recipe-level test does not, and the record stays inconclusive."""
-    seed_zero, runs = _correlation_runs(tmp_path, [1.5, 0.0, 0.0], SignificantSign(1))
+    seed_zero, runs, _ = _correlation_runs(tmp_path, [1.5, 0.0, 0.0], SignificantSign(1))
     _, family = pool_records(seed_zero, runs)[0]
     assert [s["verdict"] for s in family["ours"]["seeds"]][0] == "holds"
     assert family["ours"]["p"] >= 0.05 and family["verdict"] == "inconclusive"
