@@ -34,7 +34,7 @@ import numpy as np
 
 from .models import CARD_FILE, sha256_file, testbed_dir
 from .paths import cache_dir, data_dir, project_root
-from .replication import SeedResult, pool, stouffer, stratified_spearman
+from .replication import SeedResult, has_interval, pool, stouffer, stratified_spearman
 from .storage import atomic_write_bytes, atomic_write_json
 from .subjects import slug
 from .testbed import CONFIGS, TRAINED, member_status, replicate_name
@@ -93,13 +93,21 @@ def _code_digest(chapter_path: Path) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+# Modules a replicate run does not use: pooling happens in the chapter's own run, after the
+# replicates' records are read (a replicate run is executed with an empty seed list).
+POOLING_MODULES = ("replication.py", "replicates.py")
+
+
 def library_digest(root: Path | None = None) -> str:
-    """The library's source (the package's modules, not `cgclib.book`, which renders and runs
-    the book but computes nothing) and the papers' reported values."""
+    """The library's source (the package's modules, without `cgclib.book`, which renders and
+    runs the book but computes nothing, and without the pooling modules, `POOLING_MODULES`)
+    and the papers' reported values."""
     root = root or project_root()
     digest = hashlib.sha256()
     package = root / "cgclib"
     for path in sorted(package.glob("*.py")):
+        if path.name in POOLING_MODULES:
+            continue
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     digest.update((root / "data" / "paper_values.yaml").read_bytes())
@@ -455,7 +463,7 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
             pooled = pool(results)
             estimable = [r for r in results if r.value is not None]
             value, ci95 = pooled.value, pooled.ci95
-            if all(r.ci95 is not None for r in estimable):
+            if all(has_interval(r) for r in estimable):
                 how = "random-effects pool (Paule-Mandel tau^2, modified Hartung-Knapp interval on t(k-1))"
                 p = pooled.p if all(r.p is not None for r in estimable) else None
             elif all(r.p is not None for r in estimable):

@@ -216,12 +216,19 @@ def stouffer(results: Sequence[SeedResult]) -> float | None:
     return float(min(1.0, 2 * sps.norm.sf(abs(combined))))
 
 
+def has_interval(result: SeedResult) -> bool:
+    """Whether a seed's interval says anything about its error: present and of positive width
+    (a zero-width interval, from a statistic that is constant under resampling, would get
+    infinite weight in a random-effects pool)."""
+    return result.ci95 is not None and result.ci95[1] > result.ci95[0]
+
+
 def pool(results: Sequence[SeedResult]) -> Pooled:
     """Pool a claim's per-seed measurements: `random_effects` when every estimable seed has
-    its 95% interval, else `seed_mean`. Seeds whose value could not be estimated are left out;
-    fewer than two estimable seeds give no pooled value."""
+    an informative interval (`has_interval`), else `seed_mean`. Seeds whose value could not be
+    estimated are left out; fewer than two estimable seeds give no pooled value."""
     usable = [r for r in results if r.value is not None]
-    if all(r.ci95 is not None for r in usable):
+    if all(has_interval(r) for r in usable):
         return random_effects(usable)
     return seed_mean(usable)
 

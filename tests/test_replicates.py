@@ -405,3 +405,23 @@ def test_nothing_is_marked_pooled_when_no_replicate_is_trained(family_data, tmp_
         pooled_elsewhere={"capabilities_at_90": "family.{family}.capabilities_at_90"},
     )
     assert added == [] and "superseded_by" not in ledger.records[0]
+
+
+def test_the_pooling_code_is_not_part_of_a_replicate_s_key(tmp_path):
+    """A replicate run pools nothing, so editing the pooling modules keeps the cache, and
+    editing any other module does not."""
+    import shutil
+
+    from cgclib.paths import project_root
+
+    root = tmp_path / "root"
+    shutil.copytree(project_root() / "cgclib", root / "cgclib", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "data").mkdir()
+    shutil.copy(project_root() / "data" / "paper_values.yaml", root / "data")
+    before = replicates.library_digest(root)
+    with (root / "cgclib" / "replication.py").open("a") as handle:
+        handle.write("\n# an edit\n")
+    assert replicates.library_digest(root) == before
+    with (root / "cgclib" / "stats.py").open("a") as handle:
+        handle.write("\n# an edit\n")
+    assert replicates.library_digest(root) != before

@@ -251,3 +251,11 @@ def test_stouffer_combines_signed_p_values():
     opposite = [results[0], SeedResult("b", -0.2, None, 10, 0.05)]
     assert stouffer(opposite) == pytest.approx(1.0)  # opposite signs cancel
     assert stouffer(results[:1]) is None
+
+
+def test_a_zero_width_interval_does_not_take_all_the_weight():
+    from cgclib.replication import pool, seed_mean
+
+    seeds = [SeedResult("a", 0.0, (0.0, 0.0), 10), *_seeds([0.5, 0.9])]
+    assert pool(seeds) == seed_mean(seeds)
+    assert pool(seeds).ci95[0] < 0 < 0.9 < pool(seeds).ci95[1]
