@@ -8,7 +8,7 @@
 #   make testbed  train the test-bed family from scratch: three seeds and a 12-block model per
 #                 architecture, one after another, each run resumable (several hours on 2 cores)
 #   make saes     retrain the SAEs the book uses (data/saes) from scratch and ship them
-#   make replicates  run the chapters on the other training seeds where not cached; ship the records
+#   make replicates  run the chapters on the other training seeds where not cached; ship the records and tables
 #   make bench    run the benchmarks into _build/bench
 #   make lock     regenerate constraints.txt from a fresh environment
 
@@ -99,7 +99,8 @@ saes: $(STAMP) static
 	$(BIN)/python -m cgclib.saes ship _build/saes-cache/saes
 
 # Every chapter executed on the other training seeds of the test-bed family (where its cached
-# records are not for this code and these models), shipped in data/replicates.
+# records are not for this code and these models), shipped in data/replicates; the cached
+# tables of each chapter's own default run (cgclib.tables), shipped in data/tables.
 replicates: $(STAMP)
 	$(BIN)/cgc replicates
 

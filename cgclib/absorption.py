@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import components, devices
 from .hooks import registered, residual_stream
-from .pruning import Masks, masked
+from .pruning import Masks, masked, wanda_block_masks
 from .resume import started_at
 from .tokens import token_mask
 
@@ -234,6 +234,39 @@ def layer_gains(drift: pd.DataFrame) -> pd.DataFrame:
     frame = drift.sort_values(["key", "layer"]).copy()
     frame["gain"] = frame["drift"] / frame.groupby("key")["drift"].shift(1)
     return frame[frame["layer"] > frame["source"]]
+
+
+def block_pruning_drift(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    texts: torch.Tensor,
+    pad_token_id: int | None,
+    sparsities: list[float],
+    progress: bool = False,
+) -> pd.DataFrame:
+    """The perturbation that pruning causes: every block pruned alone with Wanda (masks from
+    `calibration`) at every sparsity, and its drift through the later blocks on `texts`, one
+    row per (block pruned, sparsity, block reached, sequence) as `trajectory_drift(...,
+    by_sequence=True)` returns, with the columns `pruned` and `sparsity` added."""
+    n_layers = components.layout(model).n_layers
+    perturbations = {}
+    for layer in range(n_layers):
+        for sparsity in sparsities:
+            masks = wanda_block_masks(model, calibration, pad_token_id, {layer: sparsity})
+            perturbations[layer, sparsity] = (layer, pruned(model, masks))
+    by_sequence = trajectory_drift(model, texts, pad_token_id, perturbations, progress=progress, by_sequence=True)
+    by_sequence["pruned"] = by_sequence["key"].map(lambda key: key[0])
+    by_sequence["sparsity"] = by_sequence["key"].map(lambda key: key[1])
+    return by_sequence
+
+
+def depth_profile(drift: pd.DataFrame) -> pd.Series:
+    """Each block's geometric-mean gain over every perturbation that reaches it from an
+    earlier block (`drift`: one perturbation per source block, as `trajectory_drift`
+    returns): the profile over depth that says whether later blocks absorb more. Blocks
+    with no earlier source (block 0) have no gain and no row."""
+    gains = layer_gains(drift)
+    return gains.groupby("layer")["gain"].apply(lambda x: float(np.exp(np.log(x).mean()))).rename("gain")
 
 
 def absorption_coefficients(drift: pd.DataFrame, n_layers: int) -> pd.Series:

@@ -15,6 +15,7 @@ Record format (one JSON list per notebook)::
      "ours": {"value": ..., "ci95": [lo, hi] | null, "p": ... | null, "n": ...,
               "setting": "testbed-gpt2, seed 0",
               "units": {"x": [...], "y": [...]}  (only for a rank correlation over units),
+              "bounds": [lo, hi]  (only for a quantity with a range, e.g. a share: [0, 1]),
               "seeds": [{"model": ..., "value": ..., "ci95": ..., "p": ..., "n": ...,
                          "verdict": ...}, ...]  (only for a claim pooled over seeds)},
      "test": "<the rule in words>", "rule": {"kind": "Equivalence", "margin": 0.2},
@@ -85,6 +86,9 @@ class Ours:
     # for a rank correlation over units (heads, blocks): the paired values it was computed
     # from, so that the seeds' units can be pooled (`replication.stratified_spearman`)
     units: tuple[Sequence[float], Sequence[float]] | None = None
+    # the range the quantity can take (a share: (0, 1); a correlation: (-1, 1)): the value must
+    # lie in it, and an interval pooled over seeds is cut to it
+    bounds: tuple[float, float] | None = None
 
     def measurement(self) -> verdicts.Measurement:
         return verdicts.Measurement(value=self.value, ci95=self.ci95, p=self.p)
@@ -96,6 +100,8 @@ class Ours:
         if self.units is not None:
             x, y = (np.asarray(v, dtype=float) for v in self.units)
             record["units"] = {"x": x.tolist(), "y": y.tolist()}
+        if self.bounds is not None:
+            record["bounds"] = [float(self.bounds[0]), float(self.bounds[1])]
         if self.seeds:
             if rule is None:
                 raise LedgerError("a pooled measurement needs its rule to judge each seed")
@@ -225,6 +231,13 @@ def validate_record(record: dict, notebook: str | None = None) -> dict:
     _text(ours["setting"], f"{rid}: ours.setting")
     if ours.get("units") is not None:
         _validate_units(ours["units"], rid)
+    if ours.get("bounds") is not None:
+        low, high = _interval(ours["bounds"], f"{rid}: ours.bounds")
+        if not low < high:
+            raise LedgerError(f"{rid}: ours.bounds must be an increasing pair, got {ours['bounds']}")
+        tolerance = 1e-9 * max(1.0, abs(low), abs(high))  # a mean of values on the bound
+        if value is not None and not low - tolerance <= value <= high + tolerance:
+            raise LedgerError(f"{rid}: ours.value {value} lies outside its bounds [{low}, {high}]")
 
     if record["verdict"] not in verdicts.OUTCOMES:
         raise LedgerError(f"{rid}: verdict must be one of {verdicts.OUTCOMES}, got {record['verdict']!r}")

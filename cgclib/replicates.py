@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,20 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from .models import CARD_FILE, sha256_file, testbed_dir
-from .paths import cache_dir, data_dir, project_root
+from .models import CARD_FILE, is_testbed, testbed_dir
+from .paths import project_root
 from .replication import SeedResult, has_interval, pool, stouffer, stratified_spearman
-from .storage import atomic_write_bytes, atomic_write_json
+from .shipped import ShippedStore
+from .storage import json_bytes as _json_bytes
 from .subjects import slug
 from .testbed import CONFIGS, TRAINED, member_status, replicate_name
 
 MODEL_PARAMETERS = ("model", "second_model")  # chapter parameters that name a model
+SINGLE_RUN_PARAMETERS = ("deep_models",)  # chapter parameters naming models trained once, without replicates
 SEEDS_PARAMETER = "replicates"  # the chapter parameter listing the training seeds to pool
 SEED_PARAMETER = "seed"  # the chapter parameter that seeds its data draws, SAEs and bootstraps
 SEED_STRIDE = 1000  # training seed s runs with seed + 1000 s: its own, independent draws
 STRATIFIED_PERMUTATIONS = 9999  # within-seed permutations of a pooled rank correlation
 FOLDER = "replicates"
-MANIFEST = "manifest.json"
 
 
 class ReplicateError(ValueError):
@@ -65,7 +65,8 @@ def replicate_parameters(parameters: dict[str, Any], seed: int) -> dict[str, Any
     moved by `SEED_STRIDE * seed`, so that the replicate draws its probes, calibration text and
     SAE initialisations afresh (pooling assumes the seeds' errors independent, and a claim
     about the recipe should not rest on one draw of the evaluation data); the seed list
-    emptied (a replicate run pools nothing itself). None when no model parameter names a
+    emptied (a replicate run pools nothing itself), and so is every list of models trained
+    once (`SINGLE_RUN_PARAMETERS`: the deeper test beds have no replicates). None when no model parameter names a
     seed-0 test bed."""
     replaced = dict(parameters)
     found = False
@@ -78,6 +79,9 @@ def replicate_parameters(parameters: dict[str, Any], seed: int) -> dict[str, Any
             replaced[name] = ""  # another model has no replicates: the run leaves it out
     if not found:
         return None
+    for name in SINGLE_RUN_PARAMETERS:
+        if name in parameters:
+            replaced[name] = []  # one training run: nothing to replicate
     if SEED_PARAMETER in parameters:
         replaced[SEED_PARAMETER] = parameters[SEED_PARAMETER] + SEED_STRIDE * seed
     replaced[SEEDS_PARAMETER] = []
@@ -96,17 +100,20 @@ def _code_digest(chapter_path: Path) -> str:
 # Modules a replicate run does not use: pooling happens in the chapter's own run, after the
 # replicates' records are read (a replicate run is executed with an empty seed list).
 POOLING_MODULES = ("replication.py", "replicates.py")
+# Modules that store and find results and compute none (a stored table reads back exactly,
+# as its tests check): editing them keeps what is cached
+CACHING_MODULES = ("shipped.py", "tables.py", "storage.py")
 
 
 def library_digest(root: Path | None = None) -> str:
     """The library's source (the package's modules, without `cgclib.book`, which renders and
-    runs the book but computes nothing, and without the pooling modules, `POOLING_MODULES`)
+    runs the book but computes nothing, and without `POOLING_MODULES` and `CACHING_MODULES`)
     and the papers' reported values."""
     root = root or project_root()
     digest = hashlib.sha256()
     package = root / "cgclib"
     for path in sorted(package.glob("*.py")):
-        if path.name in POOLING_MODULES:
+        if path.name in POOLING_MODULES + CACHING_MODULES:
             continue
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
@@ -126,6 +133,11 @@ def content_key(chapter: str, chapter_path: Path, parameters: dict[str, Any]) ->
         if model:  # a test bed (`replicate_parameters` leaves no other model): weights checked on load
             card = json.loads((testbed_dir(model) / CARD_FILE).read_text())
             models[name] = card["weights_sha256"]
+    for name in SINGLE_RUN_PARAMETERS:
+        for model in parameters.get(name) or []:
+            card_path = testbed_dir(model) / CARD_FILE
+            trained = is_testbed(model) and card_path.is_file()
+            models[f"{name}:{model}"] = json.loads(card_path.read_text())["weights_sha256"] if trained else "absent"
     resolved = dict(parameters)
     if "device" in parameters and parameters["device"] != "balanced":  # 'auto' means another thing on a GPU
         device = resolve_device(parameters["device"])
@@ -138,20 +150,22 @@ def content_key(chapter: str, chapter_path: Path, parameters: dict[str, Any]) ->
         "library": library_digest(),
         "parameters": {k: v for k, v in sorted(resolved.items()) if k != SEEDS_PARAMETER},
         "weights": models,
-        "versions": {name: version(name) for name in ("torch", "transformers", "numpy", "scipy")},
+        "versions": {name: version(name) for name in ("torch", "transformers", "numpy", "scipy", "pandas", "sae-lens")},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 # --- the cache ---------------------------------------------------------------------------
 
+STORE = ShippedStore(FOLDER)
+
 
 def shipped_dir() -> Path:
-    return data_dir() / FOLDER
+    return STORE.shipped_dir
 
 
 def local_dir() -> Path:
-    return cache_dir() / FOLDER
+    return STORE.local_dir
 
 
 def _relative(chapter: str, key: str) -> str:
@@ -170,22 +184,8 @@ def _read_records(path: Path, chapter: str) -> list[dict]:
 
 def cached_records(chapter: str, key: str) -> tuple[list[dict], Path] | None:
     """The records of a replicate run with this key, and where they were found; None on a miss."""
-    relative = _relative(chapter, key)
-    manifest_path = shipped_dir() / MANIFEST
-    if manifest_path.is_file():
-        expected = json.loads(manifest_path.read_text()).get(relative)
-        if expected is not None:
-            path = shipped_dir() / relative
-            if not path.is_file() or sha256_file(path) != expected:
-                raise ReplicateError(
-                    f"{path} is missing or does not match its sha256 in {manifest_path}; "
-                    "restore it from git or rebuild every replicate with `cgc replicates`"
-                )
-            return _read_records(path, chapter), path
-    path = local_dir() / relative
-    if path.is_file():
-        return _read_records(path, chapter), path
-    return None
+    path = STORE.find(_relative(chapter, key))
+    return None if path is None else (_read_records(path, chapter), path)
 
 
 def run_replicate(chapter: str, parameters: dict[str, Any]) -> list[dict]:
@@ -229,7 +229,7 @@ def _fetch(chapter: str, seed: int, planned: tuple[str, dict[str, Any], list[str
     print(f"seed {seed}: not cached for this code; running {chapter} on {', '.join(models)}", flush=True)
     records = run(chapter, replicate)
     payload = {"chapter": chapter, "key": key, "parameters": replicate, "records": records}
-    atomic_write_json(local_dir() / _relative(chapter, key), payload)
+    STORE.put(_relative(chapter, key), _json_bytes(payload))
     return records
 
 
@@ -254,10 +254,13 @@ def replicate_records(
 def rebuild(chapters: Iterable[str] | None = None) -> int:
     """Compute (on a miss) the replicates of `chapters` (default: every chapter) at their
     default parameters and seeds, and ship them into `data/replicates` beside the other
-    chapters' shipped runs; the number of runs shipped for these chapters."""
+    chapters' shipped runs; likewise the cached tables of each chapter's own default run
+    (`cgclib.tables`) into `data/tables`. The number of replicate runs shipped."""
+    from . import tables
     from .book.chapters import list_chapters
 
     keys: dict[str, list[str]] = {}
+    table_files: dict[str, list[str]] = {}
     every = list_chapters()
     for name in chapters or every:
         params = every[name].parameters()
@@ -270,43 +273,22 @@ def rebuild(chapters: Iterable[str] | None = None) -> int:
             if planned is not None:
                 _fetch(name, seed, planned, run_replicate)
                 keys[name].append(planned[0])
+        if "ChapterTables(" in every[name].path.read_text():  # the chapter caches tables of its own run
+            # the default run itself, so that every table it asks for is stored (a run cut
+            # short would have stored some); tables already stored cost nothing
+            print(f"{name}: the tables of its default run", flush=True)
+            run_replicate(name, {**defaults, SEEDS_PARAMETER: []})  # the seed list is not in the key
+            table_files[name] = tables.stored(name, content_key(name, every[name].path, defaults))
     ship(keys)
+    tables.STORE.ship(table_files)
     return sum(len(k) for k in keys.values())
 
 
-def ship(keys: dict[str, list[str]], destination: Path | None = None) -> int:
-    """Ship the named cached runs (`keys[chapter]`) into `destination` (default
-    `data/replicates`): each named chapter's shipped runs become exactly these, other
-    chapters' stay as they are; the manifest is rewritten. The count in the manifest."""
-    destination = destination or shipped_dir()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    old_manifest = destination / MANIFEST
-    kept = json.loads(old_manifest.read_text()) if old_manifest.is_file() else {}
-    kept = {rel: sha for rel, sha in kept.items() if rel.split("/", 1)[0] not in keys}
-    tmp = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}."))
-    manifest = {}
-    try:
-        for relative in kept:
-            atomic_write_bytes(tmp / relative, (destination / relative).read_bytes())
-            manifest[relative] = sha256_file(tmp / relative)
-            if manifest[relative] != kept[relative]:
-                raise ReplicateError(f"{destination / relative} does not match its sha256 in {old_manifest}")
-        for chapter, chapter_keys in keys.items():
-            for key in chapter_keys:
-                relative = _relative(chapter, key)
-                source = local_dir() / relative
-                if not source.is_file():
-                    source = shipped_dir() / relative
-                atomic_write_bytes(tmp / relative, source.read_bytes())
-                manifest[relative] = sha256_file(tmp / relative)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        if destination.exists():
-            shutil.rmtree(destination)
-        tmp.rename(destination)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return len(manifest)
+def ship(keys: dict[str, list[str]]) -> int:
+    """Ship the named cached runs (`keys[chapter]`) into `data/replicates`: each named
+    chapter's shipped runs become exactly these, other chapters' stay as they are; the count
+    in the manifest."""
+    return STORE.ship({chapter: [_relative(chapter, key) for key in found] for chapter, found in keys.items()})
 
 
 # --- pooling -----------------------------------------------------------------------------
@@ -474,6 +456,13 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
             else:
                 how = "mean over the seeds, t(k-1) interval from their spread"
                 p = None
+        bounds = record["ours"].get("bounds")
+        if bounds is not None and ci95 is not None and (ci95[0] < bounds[0] or ci95[1] > bounds[1]):
+            # a share or a correlation cannot leave its range: with three seeds the t(2)
+            # interval around a value near the edge reaches past it
+            low, high = (min(max(end, bounds[0]), bounds[1]) for end in ci95)
+            ci95 = (low, high)
+            how += f"; interval cut to the quantity's range [{bounds[0]:g}, {bounds[1]:g}]"
         models = ", ".join(r.model for r in results)
         ours = Ours(
             value=value,
@@ -482,6 +471,7 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
             ci95=ci95,
             p=p,
             seeds=tuple(results),
+            bounds=None if bounds is None else (bounds[0], bounds[1]),
         )
         family_record = {
             **{k: record[k] for k in ("notebook", "kind", "claim", "source", "paper", "section")},

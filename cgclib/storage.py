@@ -49,11 +49,15 @@ def _reject_non_finite(obj: Any, where: str = "$") -> None:
             _reject_non_finite(value, f"{where}[{i}]")
 
 
+def json_bytes(obj: Any) -> bytes:
+    """`obj` as indented JSON; NaN and infinities are refused."""
+    _reject_non_finite(obj)
+    return (json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, obj: Any) -> Path:
     """Write `obj` as indented JSON atomically; NaN and infinities are refused."""
-    _reject_non_finite(obj)
-    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, json_bytes(obj))
 
 
 @contextmanager

@@ -140,6 +140,19 @@ def member_status(name: str) -> str:
     return TRAINED if trained_as == recipe else OTHER_RECIPE
 
 
+def trained_members(names: list[str]) -> list[str]:
+    """The models among `names` that a chapter can study now: any model that is not one of
+    the family's test beds, and each test bed whose checkpoint was trained with its recipe.
+    Each test bed left out is named, with the command that trains it."""
+    ready = []
+    for name in names:
+        if name in CONFIGS and (status := member_status(name)) != TRAINED:
+            print(f"{name}: {status}; `python -m cgclib.testbed train {name}` trains it (`make testbed` the family)")
+            continue
+        ready.append(name)
+    return ready
+
+
 def build_model(cfg: TestbedConfig, tokenizer) -> torch.nn.Module:
     """A freshly initialised model of the configured family."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM

@@ -8,7 +8,9 @@ import torch
 
 from cgclib.absorption import (
     absorption_coefficients,
+    block_pruning_drift,
     coefficient_intervals,
+    depth_profile,
     layer_gains,
     linear_drift,
     noise_at,
@@ -73,6 +75,26 @@ def test_gains_and_absorption_coefficients_follow_their_definitions():
     coefficients = absorption_coefficients(drift, n_layers=3)
     assert np.isnan(absorption_coefficients(drift, n_layers=2)[1])
     assert coefficients[0] == pytest.approx(np.log(0.1 / 0.05) / 2) and coefficients[1] == pytest.approx(np.log(4.0))
+    # block 1's gain comes from source 0 alone, block 2's from both: geometric mean of 0.25 and 0.25
+    assert depth_profile(drift).to_dict() == pytest.approx({1: 2.0, 2: 0.25})
+
+
+def test_block_pruning_drift_prunes_each_block_alone_at_each_sparsity():
+    model = TINY["llama"]().double()
+    ids = _ids()
+    by_sequence = block_pruning_drift(model, ids, ids, 2, [0.0, 0.5])
+    n_layers = 3
+    assert sorted(set(zip(by_sequence.pruned, by_sequence.sparsity, strict=True))) == [
+        (l, s) for l in range(n_layers) for s in (0.0, 0.5)
+    ]
+    assert (by_sequence.source == by_sequence.pruned).all()
+    unpruned = by_sequence[by_sequence.sparsity == 0.0]
+    assert unpruned["drift"].abs().max() < 1e-12
+    direct = trajectory_drift(
+        model, ids, 2, {"b1": (1, pruned(model, wanda_block_masks(model, ids, 2, {1: 0.5})))}, by_sequence=True
+    )
+    ours = by_sequence[(by_sequence.pruned == 1) & (by_sequence.sparsity == 0.5)]
+    np.testing.assert_allclose(ours["drift"].to_numpy(), direct["drift"].to_numpy(), rtol=1e-12)
 
 
 def test_per_sequence_drift_pools_to_the_token_mean_and_gives_coefficient_intervals():

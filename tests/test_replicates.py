@@ -16,6 +16,7 @@ from cgclib.replicates import (
     replicate_records,
 )
 from cgclib.replication import SeedResult
+from cgclib.shipped import ShippedFileError
 from cgclib.testbed import CONFIGS
 from cgclib.verdicts import Exceeds, SignificantSign
 
@@ -31,6 +32,8 @@ def test_replicate_parameters_swap_each_seed_zero_test_bed_for_its_replicate():
     one = replicate_parameters({"model": "testbed-llama", "second_model": "", "replicates": [1]}, 1)
     assert one == {"model": "testbed-llama-seed1", "second_model": "", "replicates": []}
     assert replicate_parameters({"model": "gpt2-medium", "second_model": "testbed-gpt2-v1"}, 1) is None
+    deep = {"model": "testbed-gpt2", "deep_models": ["testbed-gpt2-deep"], "replicates": [1]}
+    assert replicate_parameters(deep, 1)["deep_models"] == []  # trained once: no replicate to run
 
 
 def test_family_ids_are_derived_from_seed_zero_records_only():
@@ -98,6 +101,33 @@ def test_point_values_without_intervals_pool_as_a_mean_over_seeds(tmp_path):
     assert family["ours"]["value"] == pytest.approx(0.3)
     assert "mean over the seeds" in family["ours"]["setting"]
     assert family["ours"]["p"] is None  # the seeds carry no p-value, so neither does the pool
+
+
+def test_a_share_pooled_near_its_edge_keeps_its_interval_inside_its_range(tmp_path):
+    def share(ledger, model_slug, value):
+        ledger.record(
+            id=f"demo.{model_slug}.share",
+            claim="most blocks do it",
+            kind="paper claim",
+            ours=Ours(value=value, n=5, setting=model_slug, bounds=(0.0, 1.0)),
+            rule=Exceeds(0.5),
+            source="a test",
+        )
+
+    ledger = Ledger("demo", directory=tmp_path, glue=False)
+    share(ledger, "testbed_gpt2", 1.0)
+    replicates = {}
+    for seed, value in ((1, 0.6), (2, 1.0)):
+        other = Ledger("demo", directory=tmp_path / f"seed{seed}", glue=False)
+        share(other, f"testbed_gpt2_seed{seed}", value)
+        replicates[seed] = other.records
+    _, family = pool_records(ledger.records, replicates)[0]
+    low, high = family["ours"]["ci95"]
+    assert high == 1.0 and 0.0 <= low < 0.6  # the t(2) interval reaches past 1 before the cut
+    assert family["ours"]["bounds"] == [0.0, 1.0] and "cut to the quantity's range" in family["ours"]["setting"]
+    validate_record(family, notebook="demo")
+    with pytest.raises(LedgerError, match="outside its bounds"):
+        share(ledger, "testbed_llama", 1.2)
 
 
 def test_a_replicate_judged_by_another_rule_is_an_error(tmp_path):
@@ -225,7 +255,7 @@ def test_shipped_replicates_are_checked_against_their_manifest(family_data):
     assert len(calls) == 1  # found in the shipped folder
     shipped = replicates.shipped_dir() / "testbed" / f"{key}.json"
     shipped.write_text(shipped.read_text().replace("0.95", "0.99"))
-    with pytest.raises(ReplicateError, match="does not match its sha256"):
+    with pytest.raises(ShippedFileError, match="does not match its sha256"):
         replicate_records("testbed", params, [1], run=_fake_run(calls))
 
 
@@ -419,9 +449,10 @@ def test_the_pooling_code_is_not_part_of_a_replicate_s_key(tmp_path):
     (root / "data").mkdir()
     shutil.copy(project_root() / "data" / "paper_values.yaml", root / "data")
     before = replicates.library_digest(root)
-    with (root / "cgclib" / "replication.py").open("a") as handle:
-        handle.write("\n# an edit\n")
-    assert replicates.library_digest(root) == before
+    for module in ("replication.py", "tables.py"):
+        with (root / "cgclib" / module).open("a") as handle:
+            handle.write("\n# an edit\n")
+        assert replicates.library_digest(root) == before
     with (root / "cgclib" / "stats.py").open("a") as handle:
         handle.write("\n# an edit\n")
     assert replicates.library_digest(root) != before

@@ -151,7 +151,7 @@ def test_an_untrained_family_member_says_how_to_train_it(monkeypatch, tmp_path):
         load_model("testbed-gpt2-seed1", device="cpu")
 
 
-def test_a_member_counts_as_a_replicate_only_when_trained_with_its_recipe(monkeypatch, tmp_path):
+def test_a_member_counts_as_a_replicate_only_when_trained_with_its_recipe(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("CGC_DATA_DIR", str(tmp_path))
     name = "testbed-llama-seed2"
     assert testbed.member_status(name) == testbed.UNTRAINED
@@ -161,6 +161,8 @@ def test_a_member_counts_as_a_replicate_only_when_trained_with_its_recipe(monkey
     card["training"]["steps"] = testbed.CONFIGS[name].steps
     (tmp_path / name / "card.json").write_text(json.dumps(card))
     assert testbed.member_status(name) == testbed.TRAINED
+    assert testbed.trained_members([name, "testbed-gpt2-deep", "gpt2-medium"]) == [name, "gpt2-medium"]
+    assert "python -m cgclib.testbed train testbed-gpt2-deep" in capsys.readouterr().out
     for key in ("split_version", "fact_paraphrases"):  # a card from before the flag existed
         stale = {k: v for k, v in card.items() if k != key}
         (tmp_path / name / "card.json").write_text(json.dumps(stale))
