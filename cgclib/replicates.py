@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -345,10 +346,28 @@ def _seed_result(model: str, record: dict) -> SeedResult:
     return SeedResult(model, ours["value"], None if ci is None else (ci[0], ci[1]), ours["n"], ours["p"])
 
 
+def _fisher_seed(model: str, record: dict) -> SeedResult:
+    """A seed's correlation and its interval on Fisher's z scale, where a difference between
+    correlations is closer to normal and its variance does not depend on the correlation."""
+    seed = _seed_result(model, record)
+
+    def z(r: float) -> float:
+        return math.atanh(min(max(r, -0.999999), 0.999999))
+
+    return SeedResult(
+        model,
+        None if seed.value is None else z(seed.value),
+        None if seed.ci95 is None else (z(seed.ci95[0]), z(seed.ci95[1])),
+        seed.n,
+        seed.p,
+    )
+
+
 def family_differences(records: list[dict]):
     """For each claim pooled in two families: the difference of the families' pooled values,
     tested against the seed-to-seed variation (`replication.family_difference` on each
-    family's random-effects pool of its seeds), with Holm-adjusted p-values over the table."""
+    family's random-effects pool of its seeds), with Holm-adjusted p-values over the table.
+    Correlations (records bounded to [-1, 1]) are compared on Fisher's z scale."""
     import pandas as pd
 
     from .replication import family_difference
@@ -365,7 +384,11 @@ def family_differences(records: list[dict]):
         if len(families) != 2:
             continue
         (name_a, a), (name_b, b) = sorted(families.items())
-        seeds = [[_seed_result(s["model"], {"ours": s}) for s in x["ours"]["seeds"]] for x in (a, b)]
+        correlation = all(x["ours"].get("bounds") == [-1.0, 1.0] for x in (a, b))
+        seeds = [
+            [(_fisher_seed if correlation else _seed_result)(s["model"], {"ours": s}) for s in x["ours"]["seeds"]]
+            for x in (a, b)
+        ]
         pooled = [pool(s) for s in seeds]
         if any(p.value is None or p.se is None for p in pooled) or not (pooled[0].se or pooled[1].se):
             continue
@@ -373,7 +396,7 @@ def family_differences(records: list[dict]):
         rows.append(
             {
                 "claim": claim,
-                "difference": f"{name_a} - {name_b}",
+                "difference": f"{name_a} - {name_b}" + (" (Fisher z)" if correlation else ""),
                 "value": d.value,
                 "ci low": d.ci95[0],
                 "ci high": d.ci95[1],
@@ -457,6 +480,8 @@ def pool_records(own: list[dict], replicates: dict[int, list[dict]]) -> list[tup
                 how = "mean over the seeds, t(k-1) interval from their spread"
                 p = None
         bounds = record["ours"].get("bounds")
+        if bounds is None and all(u is not None for u in units):
+            bounds = [-1.0, 1.0]  # a rank correlation
         if bounds is not None and ci95 is not None and (ci95[0] < bounds[0] or ci95[1] > bounds[1]):
             # a share or a correlation cannot leave its range: with three seeds the t(2)
             # interval around a value near the edge reaches past it

@@ -386,6 +386,32 @@ def test_family_differences_are_tested_against_the_seed_variation(tmp_path):
     assert family_differences(pooled[:1]).empty
 
 
+def test_correlations_of_two_families_are_compared_on_fisher_s_z(tmp_path):
+    import math
+
+    from cgclib.replicates import family_differences
+    from cgclib.replication import SeedResult, family_difference, pool
+
+    family = {}
+    for name, slopes in (("gpt2", [2.0, 2.0, 2.0]), ("llama", [0.3, 0.3, 0.3])):
+        seed_zero, runs, _ = _correlation_runs(tmp_path / name, slopes, SignificantSign(1))
+        record = pool_records(seed_zero, runs)[0][1]
+        record["id"] = record["id"].replace("family_gpt2", f"family_{name}")
+        family[name] = record
+    assert family["gpt2"]["ours"]["bounds"] == [-1.0, 1.0]  # a rank correlation's range
+    row = family_differences(list(family.values())).iloc[0]
+    assert row["difference"] == "gpt2 - llama (Fisher z)"
+
+    def z_seeds(record):
+        return [
+            SeedResult(s["model"], math.atanh(s["value"]), tuple(math.atanh(c) for c in s["ci95"]), s["n"])
+            for s in record["ours"]["seeds"]
+        ]
+
+    expected = family_difference(pool(z_seeds(family["gpt2"])), pool(z_seeds(family["llama"])))
+    assert row["value"] == pytest.approx(expected.value, abs=1e-3) and row["p"] < 0.05
+
+
 def test_permutation_records_without_intervals_combine_their_p_values(tmp_path):
     from cgclib.replication import stouffer
 
