@@ -278,11 +278,29 @@ def rebuild(chapters: Iterable[str] | None = None) -> int:
             # the default run itself, so that every table it asks for is stored (a run cut
             # short would have stored some); tables already stored cost nothing
             print(f"{name}: the tables of its default run", flush=True)
-            run_replicate(name, {**defaults, SEEDS_PARAMETER: []})  # the seed list is not in the key
-            table_files[name] = tables.stored(name, content_key(name, every[name].path, defaults))
+            table_files[name] = _tables_of_run(
+                name, {**defaults, SEEDS_PARAMETER: []}
+            )  # the seed list is not in the key
     ship(keys)
     tables.STORE.ship(table_files)
     return sum(len(k) for k in keys.values())
+
+
+def _tables_of_run(chapter: str, parameters: dict[str, Any]) -> list[str]:
+    """Run the chapter and return the tables it read or computed (`tables.USED_LOG`)."""
+    import os
+
+    from .tables import USED_LOG
+
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "tables.txt"
+        log.touch()
+        os.environ[USED_LOG] = str(log)
+        try:
+            run_replicate(chapter, parameters)
+        finally:
+            del os.environ[USED_LOG]
+        return sorted(set(log.read_text().split()))
 
 
 def ship(keys: dict[str, list[str]]) -> int:

@@ -8,8 +8,9 @@ run gets (`replicates.content_key`: the chapter's code cells, the library's sour
 papers' reported values, the parameters, the test beds' weights, the library versions), so
 any change to any of them computes it afresh by the same code. The tables of the default run
 ship in `data/tables` with a sha256 manifest (`cgclib.shipped`); `cgc replicates` rebuilds
-them with the replicates. A run on a model that is not a test bed caches nothing: its
-weights are not identified by a card.
+them with the replicates, shipping exactly the tables the default run asked for
+(`USED_LOG`). A run on a model that is not a test bed caches nothing: its weights are not
+identified by a card.
 
 Tables are stored as NumPy archives, one array per column, read back without pickle.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +30,7 @@ from .shipped import ShippedStore
 
 STORE = ShippedStore("tables")
 COLUMNS = "__columns__"  # the archive entry that keeps the column order
+USED_LOG = "CGC_TABLES_USED"  # a file that every table a run reads or computes is listed in, when set
 
 
 class TableError(ValueError):
@@ -67,12 +70,17 @@ def read_frame(data: bytes) -> pd.DataFrame:
     return pd.DataFrame(columns, columns=names)
 
 
+DIGEST_DECIMALS = 10  # inputs are digested rounded: the last bits of a float vary with the thread count
+
+
 def input_digest(*arrays) -> str:
     """A short digest of the arrays a table is computed from, to put in its name where they
-    come from something the run's key does not hash (an SAE read from a cache)."""
+    come from something the run's key does not hash (an SAE read from a cache). The values
+    are rounded to `DIGEST_DECIMALS` decimals first, so that a sum reduced in another order
+    on another machine finds the same table."""
     digest = hashlib.sha256()
     for array in arrays:
-        values = np.ascontiguousarray(np.asarray(array, dtype=float))
+        values = np.ascontiguousarray(np.round(np.asarray(array, dtype=float), DIGEST_DECIMALS) + 0.0)
         digest.update(str(values.shape).encode())
         digest.update(values.tobytes())
     return digest.hexdigest()[:12]
@@ -100,6 +108,10 @@ class ChapterTables:
         """The table `name` of this run: stored, or computed by `compute` and stored."""
         if self.key is None:
             return compute()
+        log = os.environ.get(USED_LOG)
+        if log:
+            with open(log, "a") as handle:
+                handle.write(self.relative(name) + "\n")
         path = STORE.find(self.relative(name))
         if path is not None:
             print(f"{name}: from {path}")
@@ -108,13 +120,3 @@ class ChapterTables:
         data = frame_bytes(frame)
         STORE.put(self.relative(name), data)
         return read_frame(data)  # what a later run reads back, so both runs see the same table
-
-
-def stored(chapter: str, key: str) -> list[str]:
-    """The tables of `chapter` stored under `key` (local cache, then shipped), as relatives."""
-    found = set()
-    for root in (STORE.local_dir, STORE.shipped_dir):
-        folder = root / chapter / key
-        if folder.is_dir():
-            found |= {f"{chapter}/{key}/{p.name}" for p in folder.glob("*.npz")}
-    return sorted(found)

@@ -64,8 +64,11 @@ def test_a_shipped_table_is_checked_against_its_manifest(monkeypatch, tmp_path):
     monkeypatch.setenv("CGC_CACHE_DIR", str(tmp_path / "cache"))
     data = tmp_path / "data"
     run = ChapterTables("orthogonality", {"model": "testbed-gpt2", "second_model": "", "seed": 7})
+    log = tmp_path / "used.txt"
+    monkeypatch.setenv(tables.USED_LOG, str(log))
     run.frame("sweep", _sweep)
-    files = tables.stored("orthogonality", run.key)
+    files = log.read_text().split()
+    assert files == [run.relative("sweep")]  # the run lists what it used, for shipping
     monkeypatch.setenv("CGC_DATA_DIR", str(data))  # ship into a scratch data folder
     assert tables.STORE.ship({"orthogonality": files}) == 1
     shipped = data / "tables" / files[0]
@@ -83,5 +86,6 @@ def test_the_input_digest_follows_the_values_and_their_shape():
     assert input_digest(a) == input_digest(a.copy())
     assert input_digest(a) != input_digest(a.reshape(2, 3))
     b = a.copy()
-    b[0] = 1e-12
+    b[0] = 1e-6
     assert input_digest(a) != input_digest(b)
+    assert input_digest(a) == input_digest(a + 1e-15)  # a float's last bits: the same inputs
