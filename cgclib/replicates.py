@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 from .models import CARD_FILE, is_testbed, testbed_dir
 from .paths import project_root
-from .replication import SeedResult, has_interval, pool, stouffer, stratified_spearman
+from .replication import SeedResult, fisher_z, has_interval, pool, stouffer, stratified_spearman
 from .shipped import ShippedStore
 from .storage import json_bytes as _json_bytes
 from .subjects import slug
@@ -368,14 +367,10 @@ def _fisher_seed(model: str, record: dict) -> SeedResult:
     """A seed's correlation and its interval on Fisher's z scale, where a difference between
     correlations is closer to normal and its variance does not depend on the correlation."""
     seed = _seed_result(model, record)
-
-    def z(r: float) -> float:
-        return math.atanh(min(max(r, -0.999999), 0.999999))
-
     return SeedResult(
         model,
-        None if seed.value is None else z(seed.value),
-        None if seed.ci95 is None else (z(seed.ci95[0]), z(seed.ci95[1])),
+        None if seed.value is None else fisher_z(seed.value),
+        None if seed.ci95 is None else (fisher_z(seed.ci95[0]), fisher_z(seed.ci95[1])),
         seed.n,
         seed.p,
     )

@@ -293,9 +293,14 @@ def stratified_spearman(
     return StratifiedCorrelation(observed, p, (math.tanh(lo), math.tanh(hi)), per_seed, len(x_all), p_recipe)
 
 
+def fisher_z(r: float) -> float:
+    """A correlation on Fisher's z scale (atanh), a perfect one held just inside +-1."""
+    return math.atanh(min(max(r, -0.999999), 0.999999))
+
+
 def _fisher_z(model: str, rho: float, n: int) -> SeedResult:
     """A Spearman rho on Fisher's z scale, with its 95% interval."""
-    z = math.atanh(min(max(rho, -0.999999), 0.999999))
+    z = fisher_z(rho)
     half = Z95 * 1.06 / math.sqrt(n - 3)
     return SeedResult(model, z, (z - half, z + half), n)
 
