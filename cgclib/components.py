@@ -93,6 +93,18 @@ def attention_output(model: nn.Module, layer: int) -> nn.Module:
     return block(model, layer).get_submodule("attn.c_proj" if family(model) == "gpt2" else "self_attn.o_proj")
 
 
+def mlp_output(model: nn.Module, layer: int) -> nn.Module:
+    """The MLP's output projection; its input columns are the MLP's hidden channels."""
+    return block(model, layer).get_submodule("mlp.c_proj" if family(model) == "gpt2" else "mlp.down_proj")
+
+
+def mlp_inputs(model: nn.Module, layer: int) -> list[nn.Module]:
+    """The MLP's input projections, whose output rows are its hidden channels (GPT-2: c_fc;
+    LLaMA-style: gate and up)."""
+    names = ("mlp.c_fc",) if family(model) == "gpt2" else ("mlp.gate_proj", "mlp.up_proj")
+    return [block(model, layer).get_submodule(n) for n in names]
+
+
 def head_qkv_rows(model: nn.Module, layer: int, head: int) -> list[tuple[nn.Module, slice]]:
     """The (module, row slice) pairs of head `head`'s query, key and value weights, rows of
     the (out, in) matrices of `weight`. With grouped-query attention the key and value rows

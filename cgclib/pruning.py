@@ -102,6 +102,30 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return mask
 
 
+def layer_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Mask of the floor(sparsity * numel) lowest scores of the whole matrix (ties broken by
+    position): magnitude pruning as the Wanda reference runs it, one threshold per layer."""
+    check_sparsity(sparsity)
+    k = int(scores.numel() * sparsity)
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        mask[torch.sort(scores.flatten(), stable=True).indices[:k]] = True
+    return mask.view_as(scores)
+
+
+def n_of_m_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Semi-structured N:M mask: in every group of m consecutive weights of a row, the n
+    lowest scores (2:4 is what sparse tensor cores run). The row length must divide by m."""
+    if not 0 < n < m:
+        raise SparsityError(f"an N:M pattern needs 0 < n < m, got {n}:{m}")
+    rows, columns = scores.shape
+    if columns % m:
+        raise SparsityError(f"rows of {columns} weights do not split into groups of {m}")
+    groups = scores.reshape(rows, columns // m, m)
+    lowest = torch.sort(groups, dim=-1, stable=True).indices[..., :n]
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, lowest, True).view(rows, columns)
+
+
 @contextmanager
 def masked(model: nn.Module, masks: Masks) -> Iterator[None]:
     """Zero the masked weights for the duration of the context, then restore them."""

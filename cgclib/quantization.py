@@ -1,7 +1,7 @@
 """Weight quantization at a fixed bit budget: direct, or after factoring the weight.
 
-`quantize_groups` is round-to-nearest with an asymmetric min-max grid per group of
-`group_size` consecutive input weights of each output row (the usual INT4 / INT3 scheme),
+`quantize_groups` is round-to-nearest with an asymmetric min-max grid (`group_grid`) per group
+of `group_size` consecutive input weights of each output row (the usual INT4 / INT3 scheme),
 storing a 16-bit scale and a 16-bit offset per group. A `Scheme` spends the budget of
 direct quantization at `bits` in one of three ways:
 
@@ -34,9 +34,28 @@ KINDS: tuple[SchemeKind, ...] = get_args(SchemeKind)
 
 
 def _check_bits(bits: int) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer in [2, 8], got {bits!r}")
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+        raise ValueError(f"bits must be an integer in [1, 8], got {bits!r}")
     return bits
+
+
+def group_grid(groups: torch.Tensor, bits: int, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The min-max grid of each group (the last dimension of `groups`, entries where `valid`
+    is False left out): its lowest level and its step, 2^bits levels spanning [min, max]."""
+    _check_bits(bits)
+    groups = groups.float()
+    if valid is None:
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    else:
+        low = groups.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
+        high = groups.masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
+    step = ((high - low) / (2**bits - 1)).clamp(min=torch.finfo(torch.float32).tiny)
+    return low, step
+
+
+def on_grid(x: torch.Tensor, low: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:
+    """Round `x` to the nearest level of the grid (`group_grid`), clamped to its range."""
+    return low + torch.round((x.float() - low) / step).clamp(0, 2**bits - 1) * step
 
 
 def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
@@ -50,11 +69,8 @@ def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor
     x = torch.nn.functional.pad(w.float(), (0, pad))
     groups = x.view(out_features, -1, group_size)
     valid = torch.nn.functional.pad(torch.ones_like(w, dtype=torch.bool), (0, pad)).view_as(groups)
-    low = groups.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
-    high = groups.masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
-    step = ((high - low) / (2**bits - 1)).clamp(min=torch.finfo(torch.float32).tiny)
-    levels = torch.round((groups - low) / step).clamp(0, 2**bits - 1)
-    return (low + levels * step).view(out_features, -1)[:, :in_features].to(w.dtype)
+    low, step = group_grid(groups, bits, valid)
+    return on_grid(groups, low, step, bits).view(out_features, -1)[:, :in_features].to(w.dtype)
 
 
 def storage_bits(out_features: int, in_features: int, bits: int, group_size: int) -> int:

@@ -12,7 +12,8 @@ chapter's results, marked `superseded_by` the family record; the ledger shows th
 record.
 
 A replicate run costs as much as the chapter, so its records are cached by content: the key
-hashes the chapter's code cells, the library's source (`cgclib` without its book tooling),
+hashes the chapter's code cells, the source of the library modules it runs (those its code
+imports, directly or through other modules; not the book tooling),
 the papers' reported values, the parameters, the replicate models' weights and the PyTorch
 version. A key found in `data/replicates` (shipped; every file checked against the sha256 in
 its manifest) or in the local cache is used as it is; a miss executes the chapter with the
@@ -22,6 +23,7 @@ ships them into `data/replicates`.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import tempfile
@@ -88,13 +90,16 @@ def replicate_parameters(parameters: dict[str, Any], seed: int) -> dict[str, Any
     return replaced
 
 
-def _code_digest(chapter_path: Path) -> str:
-    """The chapter's code cells, not its prose: editing a sentence keeps the cache."""
+def _code_cells(chapter_path: Path) -> str:
     import jupytext
 
     notebook = jupytext.read(chapter_path)
-    code = "\n# --- cell ---\n".join(c.source for c in notebook.cells if c.cell_type == "code")
-    return hashlib.sha256(code.encode()).hexdigest()
+    return "\n# --- cell ---\n".join(c.source for c in notebook.cells if c.cell_type == "code")
+
+
+def _code_digest(chapter_path: Path) -> str:
+    """The chapter's code cells, not its prose: editing a sentence keeps the cache."""
+    return hashlib.sha256(_code_cells(chapter_path).encode()).hexdigest()
 
 
 # Modules a replicate run does not use: pooling happens in the chapter's own run, after the
@@ -105,18 +110,62 @@ POOLING_MODULES = ("replication.py", "replicates.py")
 CACHING_MODULES = ("shipped.py", "tables.py", "storage.py")
 
 
-def library_digest(root: Path | None = None) -> str:
-    """The library's source (the package's modules, without `cgclib.book`, which renders and
-    runs the book but computes nothing, and without `POOLING_MODULES` and `CACHING_MODULES`)
-    and the papers' reported values."""
+def _imported_modules(source: str, package: Path, inside: bool) -> set[str]:
+    """The `cgclib` modules (file names) that `source` imports, at any depth of the code:
+    `import cgclib.x`, `from cgclib import x`, `from cgclib.x import y` and, inside the
+    package (`inside`), `from . import x` and `from .x import y`. Code that does not parse
+    counts as importing every module, so that a key is never too small."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {p.name for p in package.glob("*.py")}
+    found: set[str] = set()
+
+    def add(dotted: str) -> None:
+        head = dotted.split(".")[0]
+        if head and (package / f"{head}.py").is_file():
+            found.add(f"{head}.py")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("cgclib."):
+                    add(alias.name.removeprefix("cgclib."))
+        elif isinstance(node, ast.ImportFrom):
+            relative = inside and node.level == 1
+            if relative or (node.level == 0 and (node.module or "").split(".")[0] == "cgclib"):
+                module = (node.module or "") if relative else (node.module or "").removeprefix("cgclib").lstrip(".")
+                if module:
+                    add(module)
+                else:
+                    for alias in node.names:
+                        add(alias.name)
+    return found
+
+
+def chapter_modules(chapter_path: Path, root: Path | None = None) -> list[str]:
+    """The library modules a chapter runs: those its code cells import, and every module they
+    import in turn (without `cgclib.book`, `POOLING_MODULES` and `CACHING_MODULES`)."""
+    package = (root or project_root()) / "cgclib"
+    seen: set[str] = {"__init__.py"}
+    todo = _imported_modules(_code_cells(chapter_path), package, inside=False)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo |= _imported_modules((package / name).read_text(), package, inside=True) - seen
+    return sorted(seen - set(POOLING_MODULES + CACHING_MODULES))
+
+
+def library_digest(chapter_path: Path, root: Path | None = None) -> str:
+    """The source of the library modules the chapter runs (`chapter_modules`) and the papers'
+    reported values: editing a module that no code of the chapter reaches keeps its cache."""
     root = root or project_root()
     digest = hashlib.sha256()
-    package = root / "cgclib"
-    for path in sorted(package.glob("*.py")):
-        if path.name in POOLING_MODULES + CACHING_MODULES:
-            continue
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    for name in chapter_modules(chapter_path, root):
+        digest.update(name.encode())
+        digest.update((root / "cgclib" / name).read_bytes())
     digest.update((root / "data" / "paper_values.yaml").read_bytes())
     return digest.hexdigest()
 
@@ -147,7 +196,7 @@ def content_key(chapter: str, chapter_path: Path, parameters: dict[str, Any]) ->
     spec = {
         "chapter": chapter,
         "code": _code_digest(chapter_path),
-        "library": library_digest(),
+        "library": library_digest(chapter_path),
         "parameters": {k: v for k, v in sorted(resolved.items()) if k != SEEDS_PARAMETER},
         "weights": models,
         "versions": {name: version(name) for name in ("torch", "transformers", "numpy", "scipy", "pandas", "sae-lens")},

@@ -27,6 +27,11 @@ def test_layout_and_linear_layers(fam):
         assert w.ndim == 2
     assert components.in_features(components.attention_output(model, 0)) == 32
     assert len(components.all_linear_layers(model)) == 3 * len(linears)
+    hidden = 64 if fam == "gpt2" else 48
+    assert components.in_features(components.mlp_output(model, 2)) == hidden
+    assert [components.weight(m).shape[0] for m in components.mlp_inputs(model, 2)] == [hidden] * (
+        1 if fam == "gpt2" else 2
+    )
 
 
 @pytest.mark.parametrize("fam", FAMILIES)

@@ -12,7 +12,9 @@ from cgclib.pruning import (
     check_sparsity,
     head_weight_slices,
     input_square_sums,
+    layer_mask,
     masked,
+    n_of_m_mask,
     row_mask,
     wanda_block_masks,
     wanda_head_masks,
@@ -33,6 +35,23 @@ def test_row_mask_removes_the_lowest_share_of_every_row():
     assert row_mask(scores, 0.5).tolist() == [[False, True, False, True], [False, True, False, True]]
     assert not row_mask(scores, 0.0).any()
     assert row_mask(scores, 0.99).sum(1).tolist() == [3, 3]
+
+
+def test_layer_mask_removes_the_lowest_share_of_the_whole_matrix():
+    scores = torch.tensor([[4.0, 1.0, 3.0, 2.0], [0.5, 0.1, 0.9, 0.2]])
+    assert layer_mask(scores, 0.5).tolist() == [[False, False, False, False], [True, True, True, True]]
+    assert layer_mask(scores, 0.25).sum() == 2 and not layer_mask(scores, 0.0).any()
+
+
+def test_n_of_m_mask_removes_n_in_every_group_of_m():
+    scores = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.0, 9.0, 8.0, 7.0]])
+    assert n_of_m_mask(scores, 2, 4).tolist() == [[False, True, False, True, True, False, False, True]]
+    scores = torch.rand(16, 32, generator=torch.Generator().manual_seed(0))
+    assert (n_of_m_mask(scores, 2, 4).view(16, 8, 4).sum(-1) == 2).all()
+    with pytest.raises(SparsityError, match="groups of 4"):
+        n_of_m_mask(torch.rand(2, 6), 2, 4)
+    with pytest.raises(SparsityError, match="0 < n < m"):
+        n_of_m_mask(scores, 4, 4)
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "0.5"])

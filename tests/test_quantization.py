@@ -24,8 +24,17 @@ def test_round_to_nearest_is_exact_on_the_grid_and_within_half_a_step_elsewhere(
     )
     step = (spans / 15).repeat_interleave(16, dim=1)[:, :50]
     assert ((q - w).abs() <= step / 2 + 1e-6).all()
-    with pytest.raises(ValueError, match="bits"):
-        quant.quantize_groups(w, 1, 16)
+    for bits in (0, 9):
+        with pytest.raises(ValueError, match="bits"):
+            quant.quantize_groups(w, bits, 16)
+
+
+def test_one_bit_keeps_each_group_s_extremes():
+    """At one bit a group has two levels, its minimum and its maximum; each weight goes to
+    the nearer one."""
+    w = torch.tensor([[0.0, 0.2, 0.6, 1.0, -3.0, -1.0, 2.0, 5.0]])
+    q = quant.quantize_groups(w, 1, 4)
+    torch.testing.assert_close(q, torch.tensor([[0.0, 0.0, 1.0, 1.0, -3.0, -3.0, 5.0, 5.0]]))
 
 
 @pytest.mark.parametrize("kind", quant.KINDS)

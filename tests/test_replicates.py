@@ -463,9 +463,10 @@ def test_nothing_is_marked_pooled_when_no_replicate_is_trained(family_data, tmp_
     assert added == [] and "superseded_by" not in ledger.records[0]
 
 
-def test_the_pooling_code_is_not_part_of_a_replicate_s_key(tmp_path):
-    """A replicate run pools nothing, so editing the pooling modules keeps the cache, and
-    editing any other module does not."""
+def test_a_replicate_s_key_hashes_the_modules_its_chapter_runs(tmp_path):
+    """A replicate run pools nothing, so editing the pooling modules keeps the cache; so does
+    editing a module no code of the chapter imports. Editing a module the chapter imports
+    only through another module does not."""
     import shutil
 
     from cgclib.paths import project_root
@@ -474,11 +475,20 @@ def test_the_pooling_code_is_not_part_of_a_replicate_s_key(tmp_path):
     shutil.copytree(project_root() / "cgclib", root / "cgclib", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data").mkdir()
     shutil.copy(project_root() / "data" / "paper_values.yaml", root / "data")
-    before = replicates.library_digest(root)
-    for module in ("replication.py", "tables.py"):
+    chapter = tmp_path / "chapter.md"
+    header = (project_root() / "notebooks" / "phase_transitions.md").read_text().split("\n---\n")[0]
+    chapter.write_text(
+        header + "\n---\n\n```{code-cell} ipython3\nfrom cgclib.stats import spearman\nimport cgclib.pruning\n```\n"
+    )
+    modules = replicates.chapter_modules(chapter, root)
+    assert {"stats.py", "pruning.py", "tokens.py"} <= set(modules)  # tokens: through pruning
+    assert "saes.py" not in modules and "replication.py" not in modules
+
+    def edited(module: str) -> bool:
+        before = replicates.library_digest(chapter, root)
         with (root / "cgclib" / module).open("a") as handle:
             handle.write("\n# an edit\n")
-        assert replicates.library_digest(root) == before
-    with (root / "cgclib" / "stats.py").open("a") as handle:
-        handle.write("\n# an edit\n")
-    assert replicates.library_digest(root) != before
+        return replicates.library_digest(chapter, root) != before
+
+    assert not edited("replication.py") and not edited("tables.py") and not edited("saes.py")
+    assert edited("stats.py") and edited("tokens.py")
