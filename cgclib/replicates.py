@@ -145,7 +145,8 @@ def _imported_modules(source: str, package: Path, inside: bool) -> set[str]:
 
 def chapter_modules(chapter_path: Path, root: Path | None = None) -> list[str]:
     """The library modules a chapter runs: those its code cells import, and every module they
-    import in turn (without `cgclib.book`, `POOLING_MODULES` and `CACHING_MODULES`)."""
+    import in turn (without `cgclib.book`, `POOLING_MODULES`, `CACHING_MODULES` and the
+    package's `__init__`, which holds its table of contents and computes nothing)."""
     package = (root or project_root()) / "cgclib"
     seen: set[str] = {"__init__.py"}
     todo = _imported_modules(_code_cells(chapter_path), package, inside=False)
@@ -155,7 +156,7 @@ def chapter_modules(chapter_path: Path, root: Path | None = None) -> list[str]:
             continue
         seen.add(name)
         todo |= _imported_modules((package / name).read_text(), package, inside=True) - seen
-    return sorted(seen - set(POOLING_MODULES + CACHING_MODULES))
+    return sorted(seen - {"__init__.py", *POOLING_MODULES, *CACHING_MODULES})
 
 
 def library_digest(chapter_path: Path, root: Path | None = None) -> str:
