@@ -39,29 +39,37 @@ def _check_bits(bits: int) -> int:
     return bits
 
 
-def group_grid(groups: torch.Tensor, bits: int, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def group_grid(
+    groups: torch.Tensor, levels: int, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The min-max grid of each group (the last dimension of `groups`, entries where `valid`
-    is False left out): its lowest level and its step, 2^bits levels spanning [min, max]."""
-    _check_bits(bits)
+    is False left out): its lowest level and its step, `levels` levels spanning [min, max]
+    (2^bits for a whole number of bits; 3 levels is the ternary grid of 1.58 bits)."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 2 <= levels <= 2**8:
+        raise ValueError(f"a grid needs between 2 and 256 levels, got {levels!r}")
     groups = groups.float()
     if valid is None:
         low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
     else:
         low = groups.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
         high = groups.masked_fill(~valid, float("-inf")).amax(-1, keepdim=True)
-    step = ((high - low) / (2**bits - 1)).clamp(min=torch.finfo(torch.float32).tiny)
+    step = ((high - low) / (levels - 1)).clamp(min=torch.finfo(torch.float32).tiny)
     return low, step
 
 
-def on_grid(x: torch.Tensor, low: torch.Tensor, step: torch.Tensor, bits: int) -> torch.Tensor:
+def on_grid(x: torch.Tensor, low: torch.Tensor, step: torch.Tensor, levels: int) -> torch.Tensor:
     """Round `x` to the nearest level of the grid (`group_grid`), clamped to its range."""
-    return low + torch.round((x.float() - low) / step).clamp(0, 2**bits - 1) * step
+    return low + torch.round((x.float() - low) / step).clamp(0, levels - 1) * step
 
 
 def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
     """Round-to-nearest onto 2^bits levels spanning each group's [min, max]; returns the
     dequantized (out, in) matrix. The last group of a row may be shorter."""
-    _check_bits(bits)
+    return round_to_levels(w, 2 ** _check_bits(bits), group_size)
+
+
+def round_to_levels(w: torch.Tensor, levels: int, group_size: int) -> torch.Tensor:
+    """`quantize_groups` with any number of levels per group (`group_grid`)."""
     if group_size < 1:
         raise ValueError(f"group_size must be positive, got {group_size}")
     out_features, in_features = w.shape
@@ -69,8 +77,8 @@ def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor
     x = torch.nn.functional.pad(w.float(), (0, pad))
     groups = x.view(out_features, -1, group_size)
     valid = torch.nn.functional.pad(torch.ones_like(w, dtype=torch.bool), (0, pad)).view_as(groups)
-    low, step = group_grid(groups, bits, valid)
-    return on_grid(groups, low, step, bits).view(out_features, -1)[:, :in_features].to(w.dtype)
+    low, step = group_grid(groups, levels, valid)
+    return on_grid(groups, low, step, levels).view(out_features, -1)[:, :in_features].to(w.dtype)
 
 
 def storage_bits(out_features: int, in_features: int, bits: int, group_size: int) -> int:

@@ -32,9 +32,13 @@ def test_round_to_nearest_is_exact_on_the_grid_and_within_half_a_step_elsewhere(
 def test_one_bit_keeps_each_group_s_extremes():
     """At one bit a group has two levels, its minimum and its maximum; each weight goes to
     the nearer one."""
-    w = torch.tensor([[0.0, 0.2, 0.6, 1.0, -3.0, -1.0, 2.0, 5.0]])
+    w = torch.tensor([[0.0, 0.2, 0.6, 1.0, -3.0, -2.0, 2.0, 5.0]])
     q = quant.quantize_groups(w, 1, 4)
     torch.testing.assert_close(q, torch.tensor([[0.0, 0.0, 1.0, 1.0, -3.0, -3.0, 5.0, 5.0]]))
+    ternary = quant.round_to_levels(w, 3, 4)  # levels at min, midpoint and max of each group
+    torch.testing.assert_close(ternary, torch.tensor([[0.0, 0.0, 0.5, 1.0, -3.0, -3.0, 1.0, 5.0]]))
+    with pytest.raises(ValueError, match="levels"):
+        quant.round_to_levels(w, 1, 4)
 
 
 @pytest.mark.parametrize("kind", quant.KINDS)
