@@ -22,7 +22,9 @@ Signals of importance and structure
     (how perturbations travel).
 Compression
     `allocation` (a global budget over blocks), `pruning` (Wanda masks), `quantization`,
-    `phase` and `component_phase` (phase-transition fits of whole models and single heads).
+    `second_order` (SparseGPT and GPTQ), `low_rank` (SVD and ASVD), `compression` (every
+    operator on a whole model, and its curves), `phase` and `component_phase`
+    (phase-transition fits of whole models and single heads).
 Evidence
     `stats` (intervals, permutation tests, power), `verdicts` (rules that judge a claim),
     `ledger` (the claims ledger), `paper_values` (the papers' numbers).

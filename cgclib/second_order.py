@@ -31,6 +31,8 @@ their references (IST-DASLab/sparsegpt `SparseGPT.fasterprune`, IST-DASLab/gptq
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .quantization import group_grid, on_grid
@@ -64,6 +66,33 @@ def _prepared(weight: torch.Tensor, hessian: torch.Tensor, damping: float) -> tu
         raise HessianError(f"the damped Hessian is not positive definite (damping {damping}): {exc}") from exc
 
 
+def _column_by_column(
+    w: torch.Tensor,
+    hinv: torch.Tensor,
+    block_size: int,
+    compressed_column: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The loop both algorithms share: column `start + i` of `w` is replaced by
+    `compressed_column(start, i, block, h_block)` (the block's columns as updated so far and
+    the block's part of the Cholesky factor), and its error is spread over the columns after
+    it: inside the block at once, beyond it when the block ends. Updates `w` in place."""
+    columns = w.shape[1]
+    for start in range(0, columns, block_size):
+        end = min(start + block_size, columns)
+        block = w[:, start:end].clone()
+        errors = torch.zeros_like(block)
+        h_block = hinv[start:end, start:end]
+        for i in range(end - start):
+            new = compressed_column(start, i, block, h_block)
+            error = (block[:, i] - new) / h_block[i, i]
+            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
+            block[:, i] = new
+            errors[:, i] = error
+        w[:, start:end] = block
+        w[:, end:] -= errors @ hinv[start:end, end:]
+    return w
+
+
 def sparsegpt(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -80,33 +109,22 @@ def sparsegpt(
     if n_of_m is not None and (not 0 < n_of_m[0] < n_of_m[1] or block_size % n_of_m[1]):
         raise ValueError(f"an N:M pattern needs 0 < n < m with m dividing the block size, got {n_of_m}")
     w, hinv = _prepared(weight, hessian, damping)
-    rows, columns = w.shape
     mask = torch.zeros_like(w, dtype=torch.bool)
-    for start in range(0, columns, block_size):
-        end = min(start + block_size, columns)
-        block = w[:, start:end].clone()
-        errors = torch.zeros_like(block)
-        h_block = hinv[start:end, start:end]
-        diagonal = torch.diag(h_block)
-        block_mask = torch.zeros_like(block, dtype=torch.bool)
-        if n_of_m is None and sparsity > 0:
-            saliency = block**2 / diagonal[None, :] ** 2
-            lowest = torch.sort(saliency.flatten(), stable=True).indices[: int(saliency.numel() * sparsity)]
-            block_mask.view(-1)[lowest] = True
-        for i in range(end - start):
-            if n_of_m is not None and i % n_of_m[1] == 0:
-                group = block[:, i : i + n_of_m[1]] ** 2 / diagonal[None, i : i + n_of_m[1]] ** 2
-                lowest = torch.topk(group, n_of_m[0], dim=1, largest=False).indices
-                block_mask[:, i : i + n_of_m[1]].scatter_(1, lowest, True)
-            column = block[:, i]
-            kept = column.masked_fill(block_mask[:, i], 0.0)
-            error = (column - kept) / h_block[i, i]
-            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
-            block[:, i] = kept
-            errors[:, i] = error
-        w[:, start:end] = block
-        w[:, end:] -= errors @ hinv[start:end, end:]
-        mask[:, start:end] = block_mask
+
+    def pruned_column(start: int, i: int, block: torch.Tensor, h_block: torch.Tensor) -> torch.Tensor:
+        block_mask = mask[:, start : start + block.shape[1]]
+        saliency_scale = torch.diag(h_block)[None, :] ** 2
+        if i == 0 and n_of_m is None and sparsity > 0:  # the block's mask, from its weights as updated so far
+            saliency = (block**2 / saliency_scale).flatten()
+            lowest = torch.sort(saliency, stable=True).indices[: int(saliency.numel() * sparsity)]
+            block_mask[lowest // block.shape[1], lowest % block.shape[1]] = True
+        if n_of_m is not None and i % n_of_m[1] == 0:
+            n, m = n_of_m
+            group = block[:, i : i + m] ** 2 / saliency_scale[:, i : i + m]
+            block_mask[:, i : i + m].scatter_(1, torch.topk(group, n, dim=1, largest=False).indices, True)
+        return block[:, i].masked_fill(block_mask[:, i], 0.0)
+
+    w = _column_by_column(w, hinv, block_size, pruned_column)
     return w.to(weight.dtype), mask
 
 
@@ -124,25 +142,13 @@ def gptq(
     if group_size < 1:
         raise ValueError(f"group_size must be positive, got {group_size}")
     w, hinv = _prepared(weight, hessian, damping)
-    columns = w.shape[1]
-    low = step = torch.empty(0)
-    for start in range(0, columns, block_size):
-        end = min(start + block_size, columns)
-        block = w[:, start:end].clone()
-        errors = torch.zeros_like(block)
-        h_block = hinv[start:end, start:end]
-        for i in range(end - start):
-            column_index = start + i
-            if column_index % group_size == 0:
-                # the reference reads the group from W, which holds the earlier blocks' updates
-                group = w[:, column_index : column_index + group_size]
-                low, step = group_grid(group, levels)
-            column = block[:, i]
-            rounded = on_grid(column[:, None], low, step, levels)[:, 0].double()
-            error = (column - rounded) / h_block[i, i]
-            block[:, i:] -= error[:, None] * h_block[i, i:][None, :]
-            block[:, i] = rounded
-            errors[:, i] = error
-        w[:, start:end] = block
-        w[:, end:] -= errors @ hinv[start:end, end:]
-    return w.to(weight.dtype)
+    grid: dict[str, torch.Tensor] = {}
+
+    def rounded_column(start: int, i: int, block: torch.Tensor, h_block: torch.Tensor) -> torch.Tensor:
+        column = start + i
+        if column % group_size == 0:
+            # the reference reads the group from W, which holds the earlier blocks' updates
+            grid["low"], grid["step"] = group_grid(w[:, column : column + group_size], levels)
+        return on_grid(block[:, i : i + 1], grid["low"], grid["step"], levels)[:, 0].double()
+
+    return _column_by_column(w, hinv, block_size, rounded_column).to(weight.dtype)
