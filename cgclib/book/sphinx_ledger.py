@@ -34,7 +34,8 @@ from .chapters import list_chapters
 
 logger = logging.getLogger(__name__)
 NOTEBOOK_PREFIX = "notebooks/"
-COLUMNS = (("Claim", 32), ("Paper", 12), ("Ours", 16), ("Test", 22), ("Verdict", 9), ("Holm", 9))
+# the verdicts first, so that they stay in view on a narrow screen, where the table scrolls
+COLUMNS = (("Verdict", 9), ("Holm", 9), ("Claim", 32), ("Paper", 12), ("Ours", 16), ("Test", 22))
 
 
 class claims_ledger(nodes.General, nodes.Element):
@@ -69,6 +70,20 @@ def _cell(*children) -> nodes.entry:
 
 def _paragraph(text: str, classes=()) -> nodes.paragraph:
     return nodes.paragraph(text, text, classes=list(classes))
+
+
+def _slug(text: str) -> str:
+    return "-".join(text.lower().replace("_", " ").split())
+
+
+def row_classes(doc: str, record: dict) -> list[str]:
+    """The classes a ledger row carries for the page's filter (book/_static/ledger.js): its
+    chapter, kind and verdict."""
+    return [
+        f"ledger-chapter-{_slug(doc[len(NOTEBOOK_PREFIX) :])}",
+        f"ledger-kind-{_slug(record['kind'])}",
+        f"ledger-verdict-{_slug(record['verdict'])}",
+    ]
 
 
 class FillClaimsLedger(SphinxPostTransform):
@@ -160,7 +175,11 @@ class FillClaimsLedger(SphinxPostTransform):
         group += head
         body = nodes.tbody()
         for doc, record in records:
-            row = nodes.row(ids=[f"claim-{record['id'].replace('.', '-').replace('_', '-')}"])
+            row = nodes.row(
+                ids=[f"claim-{record['id'].replace('.', '-').replace('_', '-')}"], classes=row_classes(doc, record)
+            )
+            for verdict in (record["verdict"], adjusted[record["id"]]):
+                row += _cell(_paragraph(verdict, [f"verdict-{verdict}"]))
             claim = nodes.paragraph()
             claim += self._link(doc, record)
             row += _cell(claim, _paragraph(record["claim"]), _paragraph(record["source"], ["ledger-source"]))
@@ -175,8 +194,6 @@ class FillClaimsLedger(SphinxPostTransform):
                 *([_paragraph(f"seeds: {seeds}", ["ledger-setting"])] if seeds else []),
             )
             row += _cell(_paragraph(record["test"]))
-            for verdict in (record["verdict"], adjusted[record["id"]]):
-                row += _cell(_paragraph(verdict, [f"verdict-{verdict}"]))
             body += row
         group += body
         return [*summary, table]

@@ -196,3 +196,87 @@ def test_ledger_table_lists_every_claim_and_links_to_its_section(browser, site_u
     browser.get(f"{site_url}/book/{target}")
     anchor = target.split("#", 1)[1]
     assert browser.execute_script(f"return document.getElementById('{anchor}') !== null"), target
+
+
+LEDGER_VIEW = """
+const rows = Array.from(document.querySelectorAll('table.claims-ledger tbody tr')).filter(r => !r.hidden);
+const first = rows[0].cells[0].getBoundingClientRect();
+return {
+  left: first.left, right: first.right, width: window.innerWidth,
+  verdict_first: rows[0].cells[0].querySelector('[class*="verdict-"]') !== null,
+  options: Array.from(document.querySelectorAll('.ledger-controls select[name=verdict] option'))
+             .map(o => o.value).filter(v => v),
+};
+"""
+
+LEDGER_FILTER = """
+const select = document.querySelector('.ledger-controls select[name=verdict]');
+select.value = arguments[0];
+select.dispatchEvent(new Event('change', {bubbles: true}));
+const visible = Array.from(document.querySelectorAll('table.claims-ledger tbody tr')).filter(r => !r.hidden);
+return {
+  visible: visible.length,
+  matching: visible.filter(r => r.classList.contains('ledger-verdict-' + arguments[0])).length,
+  count: document.querySelector('.ledger-count').value,
+};
+"""
+
+LEDGER_SORT = """
+document.querySelectorAll('table.claims-ledger thead button.ledger-sort')[2].click();
+return Array.from(document.querySelectorAll('table.claims-ledger tbody tr'))
+  .map(r => r.cells[2].querySelector('code, .literal').textContent);
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 420])
+def test_ledger_shows_verdicts_first_and_filters_and_sorts(browser, site_url, width):
+    """At a desktop and at a phone width the verdict is the first thing in view; filtering
+    by verdict shows exactly the rows with it, and the claim column sorts."""
+    browser.set_window_size(width, 1000)
+    try:
+        browser.get(f"{site_url}/book/ledger.html")
+        _wait(
+            browser, "return document.querySelector('.ledger-controls') !== null", "the ledger controls did not appear"
+        )
+        view = browser.execute_script(LEDGER_VIEW)
+        assert view["verdict_first"], "the first column of the ledger is not the verdict"
+        assert view["left"] >= 0 and view["right"] <= view["width"], f"the verdict is out of view at {width} px: {view}"
+        for verdict in view["options"]:
+            shown = browser.execute_script(LEDGER_FILTER, verdict)
+            assert shown["visible"] == shown["matching"] > 0, (verdict, shown)
+            assert shown["count"].startswith(f"{shown['visible']} of "), shown
+        browser.execute_script(LEDGER_FILTER, "")
+        ids = browser.execute_script(LEDGER_SORT)
+        assert ids == sorted(ids, key=str.lower) and len(ids) > 1
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(SCREENSHOTS / f"ledger-{width}px.png"))
+    finally:
+        browser.set_window_size(1280, 1400)
+
+
+VERDICT_CONTRAST = """
+document.documentElement.dataset.theme = arguments[0];
+const channel = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+const luminance = rgb => { const [r, g, b] = rgb.match(/[\\d.]+/g).map(Number);
+                           return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b); };
+const background = el => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor;
+                            if (c && !c.startsWith('rgba(0, 0, 0, 0)') && c !== 'transparent') return c; }
+                           return 'rgb(255, 255, 255)'; };
+const out = {};
+for (const v of ['holds', 'fails', 'inconclusive']) {
+  const el = document.querySelector('table.claims-ledger .verdict-' + v);
+  if (!el) continue;
+  const [a, b] = [luminance(getComputedStyle(el).color), luminance(background(el))];
+  out[v] = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}
+return out;
+"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_verdict_colours_are_legible_in_both_themes(browser, site_url, theme):
+    browser.get(f"{site_url}/book/ledger.html")
+    _wait(browser, "return document.readyState === 'complete'", "the ledger page did not load")
+    contrast = browser.execute_script(VERDICT_CONTRAST, theme)
+    assert contrast, "no verdict on the ledger page"
+    assert all(ratio >= 4.5 for ratio in contrast.values()), f"{theme} theme: contrast {contrast}"
