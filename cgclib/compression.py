@@ -14,8 +14,8 @@ wanda_2:4, sparsegpt_2:4  sparsity 0.5                 2 of every 4 consecutive 
 structured                share of heads and channels  whole heads and MLP channels
 rtn                       bits                         round-to-nearest, groups of weights
 gptq                      bits                         rounding with error feedback
-svd                       share of rank removed        smallest singular directions
-asvd                      share of rank removed        the same, after input scaling
+svd                       share of parameters removed  smallest singular directions
+asvd                      share of parameters removed  the same, after input scaling
 ========================  ===========================  ====================================
 
 The compression ratio s that a phase-transition fit reads is the level itself, except for
@@ -25,16 +25,25 @@ log2 of the number of grid levels, so grids of 3, 5 or 6 levels (1.58, 2.32, 2.5
 as ternary weights are counted) fill the range between whole bits where models collapse.
 
 Operators that read calibration inputs compress the blocks in order, each on the inputs
-the already compressed blocks produce, as the references of Wanda, SparseGPT, GPTQ and ASVD
-do; within a block every layer's statistics come from one pass over the block's inputs.
-Every token counts, position 0 included (as in those references), padding never.
+the already compressed blocks produce, as the references of Wanda, SparseGPT and GPTQ do
+(ASVD's reference calibrates once on the dense model; we calibrate it like the others);
+within a block every layer's statistics come from one pass over the block's inputs. Every
+token counts, position 0 included (as in those references), padding never. A low-rank
+weight is kept as the product of its factors, evaluated densely; its ratio is the share of
+parameters the factors would save (`low_rank`).
 
 Structured pruning scores a head by the Wanda scores of its columns of the attention output
 projection, averaged over output rows and summed over the head's columns (the "Wanda-sp"
 convention), and an MLP channel by the same score of its column of the MLP output
 projection; each block loses the same share of its heads and of its channels (rounded to
 whole ones). A removed head or channel is zeroed in every weight it owns (its rows of the
-query, key, value or input projections, its columns of the output projection).
+query, key, value or input projections, its columns of the output projection). Under
+grouped-query attention a head's key and value rows are shared with its group and stay, so
+the share of attention parameters removed is smaller than the share of heads.
+
+A curve is read by the detector of `cgclib.phase` (`critical_ratio`), with one addition: a
+metric that never rises by `MIN_RISE` over the dense model is *flat*, and its critical
+ratio is censored beyond the grid, in (largest ratio, 1), rather than left unknown.
 """
 
 from __future__ import annotations
@@ -44,12 +53,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import components, devices, low_rank, second_order
+from . import components, devices, low_rank, phase, second_order
 from .evaluation import EvaluationData, Profile, evaluate
 from .hooks import linear_inputs, stopped_after
 from .pruning import block_linear_layers, check_sparsity, layer_mask, n_of_m_mask, row_mask, wanda_scores
@@ -57,6 +68,7 @@ from .quantization import round_to_levels
 from .tokens import token_mask
 
 DENSE_BITS = 16  # the storage a quantized weight is compared with
+MIN_RISE = 0.05  # a curve that never rises by this share over the dense model is flat
 
 
 @dataclass
@@ -306,8 +318,8 @@ OPERATORS: dict[str, Operator] = {
     "structured": Operator("structural", "share of heads and channels", frozenset({"square"}), _structured),
     "rtn": Operator("numerical", "bits", NONE, _rtn),
     "gptq": Operator("numerical", "bits", frozenset({"gram"}), _gptq),
-    "svd": Operator("algebraic", "share of rank removed", NONE, _svd),
-    "asvd": Operator("algebraic", "share of rank removed", frozenset({"abs"}), _asvd),
+    "svd": Operator("algebraic", "share of parameters removed", NONE, _svd),
+    "asvd": Operator("algebraic", "share of parameters removed", frozenset({"abs"}), _asvd),
 }
 
 
@@ -360,8 +372,9 @@ def compressed(
 def metrics(profile: Profile) -> dict[str, float]:
     """One row of a curve: the language perplexity, the mixture perplexity, every
     capability's answer perplexity (exp of its mean answer NLL per token: positive and
-    smooth, what the phase-transition detector reads), their geometric mean over the
-    capabilities ("capabilities"), and every capability's exact-match accuracy."""
+    smooth, what the phase-transition detector reads), "capabilities" = exp of minus the
+    capabilities' mean answer log-probability (`Profile.mean_graded`: each probe and each
+    capability counting once), and every capability's exact-match accuracy."""
     row = {"language": profile.perplexity, "mixture": profile.mixture_perplexity}
     row.update({task: r.task_perplexity for task, r in profile.capabilities.items()})
     if profile.capabilities:
@@ -406,3 +419,54 @@ def curves(
             bar.update()
     bar.close()
     return pd.DataFrame(rows)
+
+
+# --- reading a curve -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CriticalRatio:
+    """Where one metric's curve collapses: the detector's outcome ("transition", "smooth",
+    "not identifiable", or "flat": censored beyond the grid), s0 and its interval (for a
+    flat curve the largest measured ratio and (that ratio, 1))."""
+
+    outcome: str
+    s0: float | None
+    interval: tuple[float, float] | None
+
+
+def critical_ratio(ratios, metric, level: float = 0.95, min_rise: float = MIN_RISE) -> CriticalRatio:
+    """Locate the collapse of one curve (the dense model at ratio 0 first) with the
+    detector of `cgclib.phase`, its profile-likelihood interval taken at `level` (the
+    detector's own is 95%; a difference of two critical ratios, bounded by the ends of two
+    intervals, needs 97.5% each to cover 95%)."""
+    s, m = np.asarray(ratios, dtype=float), np.asarray(metric, dtype=float)
+    order = np.argsort(s)
+    s, m = s[order], m[order]
+    if s[0] != 0:
+        raise ValueError("a curve starts with the dense model at ratio 0")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if m.max() < m[0] * (1 + min_rise):
+        return CriticalRatio("flat", float(s[-1]), (float(s[-1]), 1.0))
+    fit = phase.fit_phase_transition(s, m)
+    if fit.outcome != "transition" or fit.s0 is None:
+        return CriticalRatio(fit.outcome, None, None)
+    grid = np.arange(s[1], s[-2] - phase.S0_STEP / 2, phase.S0_STEP)  # the detector's s0 grid
+    _, profile = phase.transition_profile(s, m, grid)
+    df = len(s) - 5
+    inside = grid[profile <= profile.min() * (1 + stats.f.ppf(level, 1, df) / df)]
+    low = float(s[0]) if inside.min() <= grid[0] else float(inside.min())
+    high = float(s[-1]) if inside.max() >= grid[-1] else float(inside.max())
+    return CriticalRatio("transition", fit.s0, (round(low, 6), round(high, 6)))
+
+
+def difference(later: CriticalRatio, earlier: CriticalRatio) -> tuple[float | None, tuple[float, float] | None]:
+    """s0 of `later` minus s0 of `earlier`, with the interval from the ends of theirs (lower
+    end minus the other's upper end, and the reverse); None where either has no s0."""
+    if later.s0 is None or earlier.s0 is None or later.interval is None or earlier.interval is None:
+        return None, None
+    return later.s0 - earlier.s0, (
+        later.interval[0] - earlier.interval[1],
+        later.interval[1] - earlier.interval[0],
+    )

@@ -15,7 +15,9 @@ their references (IST-DASLab/sparsegpt `SparseGPT.fasterprune`, IST-DASLab/gptq
   always zero ("dead") get H_qq = 1 and weight 0;
 - blocks of 128 columns: updates inside a block are applied column by column, the block's
   accumulated error is propagated to the later columns once, at its end (the "lazy batch"
-  update; it gives the same result as updating every column at once);
+  update). The weights come out as if every column's error were spread at once, except
+  where a decision is taken at a block's start from weights not yet updated by the block:
+  SparseGPT's mask, and a GPTQ group that starts inside a block;
 - SparseGPT (unstructured) chooses the mask at the start of each block, from the weights as
   updated so far, over the whole block (rows x 128 columns): the lowest share of the OBS
   saliency w^2 / [H^-1]_qq, H^-1 being that of the columns not yet processed (the squared
@@ -106,8 +108,11 @@ def sparsegpt(
     block of columns), or N:M with `n_of_m` = (n, m)."""
     if n_of_m is None and not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must lie in [0, 1), got {sparsity!r}")
-    if n_of_m is not None and (not 0 < n_of_m[0] < n_of_m[1] or block_size % n_of_m[1]):
-        raise ValueError(f"an N:M pattern needs 0 < n < m with m dividing the block size, got {n_of_m}")
+    if n_of_m is not None and (not 0 < n_of_m[0] < n_of_m[1] or block_size % n_of_m[1] or weight.shape[1] % n_of_m[1]):
+        raise ValueError(
+            f"an N:M pattern needs 0 < n < m with m dividing the block size and the row length "
+            f"{weight.shape[1]}, got {n_of_m}"
+        )
     w, hinv = _prepared(weight, hessian, damping)
     mask = torch.zeros_like(w, dtype=torch.bool)
 

@@ -3,10 +3,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from cgclib import components, compression
+from cgclib import components, compression, phase
 from cgclib.evaluation import EvaluationData
 from cgclib.pruning import wanda_block_masks
 
@@ -103,3 +104,26 @@ def test_curves_start_dense_and_evaluate_every_level():
     dense = table.loc[0, "language"]
     assert (table.loc[table.ratio == 0, "language"] == dense).all()
     assert (table.loc[table.ratio > 0, "language"] != dense).all()  # a random model may even improve
+
+
+def test_critical_ratio_matches_the_detector_and_widens_with_the_level():
+    ratios = np.round(np.arange(0.0, 0.91, 0.05), 3)
+    curve = np.exp(phase.kinked(ratios, 0.6, 12.0) + 0.01 * np.random.default_rng(0).standard_normal(len(ratios)))
+    fit = phase.fit_phase_transition(ratios, curve)
+    found = compression.critical_ratio(ratios, curve)
+    assert fit.outcome == found.outcome == "transition"
+    assert (found.s0, found.interval) == (fit.s0, fit.interval)
+    wider = compression.critical_ratio(ratios, curve, level=0.975)
+    assert wider.interval[0] <= found.interval[0] and wider.interval[1] >= found.interval[1]
+
+
+def test_a_flat_curve_is_censored_beyond_the_grid_and_differences_follow():
+    ratios = [0.0, 0.2, 0.4, 0.6, 0.8, 0.9]
+    flat = compression.critical_ratio(ratios, [10.0, 10.1, 10.0, 10.2, 10.3, 10.1])
+    assert flat == compression.CriticalRatio("flat", 0.9, (0.9, 1.0))
+    located = compression.CriticalRatio("transition", 0.5, (0.45, 0.6))
+    value, interval = compression.difference(flat, located)
+    assert value == pytest.approx(0.4) and interval == pytest.approx((0.3, 0.55))
+    assert compression.difference(compression.CriticalRatio("smooth", None, None), located) == (None, None)
+    with pytest.raises(ValueError, match="dense model"):
+        compression.critical_ratio([0.1, 0.2], [1.0, 2.0])

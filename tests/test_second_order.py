@@ -69,6 +69,8 @@ def test_sparsegpt_two_of_four_keeps_two_in_every_group_of_four():
     assert (pruned[mask] == 0).all()
     with pytest.raises(ValueError, match="N:M"):
         second_order.sparsegpt(w, x.T @ x, n_of_m=(2, 3))
+    with pytest.raises(ValueError, match="row length 62"):
+        second_order.sparsegpt(w[:, :62], (x.T @ x)[:62, :62], n_of_m=(2, 4))
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -86,6 +88,62 @@ def test_gptq_without_correlations_is_round_to_nearest():
     w = torch.randn(8, 48, generator=torch.Generator().manual_seed(4))
     h = torch.diag(torch.rand(48, generator=torch.Generator().manual_seed(5)) + 0.5)
     torch.testing.assert_close(second_order.gptq(w, h, 8, group_size=16), quantize_groups(w, 3, 16))
+
+
+def _sequential_obs(w, h, compressed_column, block_size):
+    """The definition, without the Cholesky shortcut or lazy updates: column q is compressed,
+    and the columns after it move by the OBS update of the inverse Hessian of the columns not
+    yet compressed, inverted afresh. `compressed_column(q, w, block_start)` sees the weights as
+    updated so far (decisions at a block's start are taken on them)."""
+    w = w.clone()
+    for q in range(w.shape[1]):
+        inverse = torch.linalg.inv(h[q:, q:])
+        new = compressed_column(q, w, q - q % block_size)
+        error = (w[:, q] - new) / inverse[0, 0]
+        w[:, q:] -= error[:, None] * inverse[0][None, :]
+        w[:, q] = new
+    return w
+
+
+def test_sparsegpt_equals_sequential_obs_over_several_blocks():
+    """Masks chosen per block of columns from the weights as updated so far, by the saliency
+    w^2 / [H_F^-1]_qq (F: the columns from q on); every error spread over every later column."""
+    x = _correlated(features=48)
+    h = x.T @ x
+    w = torch.randn(6, 48, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    masks = {}
+
+    def pruned(q, current, start):
+        if start not in masks:
+            saliency = torch.stack(
+                [current[:, j] ** 2 / torch.linalg.inv(h[j:, j:])[0, 0] for j in range(start, start + 16)], dim=1
+            )
+            lowest = torch.sort(saliency.flatten(), stable=True).indices[: int(saliency.numel() * 0.5)]
+            mask = torch.zeros(6 * 16, dtype=torch.bool)
+            mask[lowest] = True
+            masks[start] = mask.view(6, 16)
+        return current[:, q].masked_fill(masks[start][:, q - start], 0.0)
+
+    expected = _sequential_obs(w, h, pruned, 16)
+    actual, _ = second_order.sparsegpt(w, h, 0.5, block_size=16, damping=0.0)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_gptq_equals_sequential_obs_over_several_blocks():
+    """Each group's grid fixed at its first column from the weights as updated so far (groups
+    aligned with blocks, where the reference's lazy update changes nothing)."""
+    x = _correlated(features=48)
+    h = x.T @ x
+    w = torch.randn(6, 48, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    grids = {}
+
+    def rounded(q, current, start):
+        if start not in grids:
+            grids[start] = group_grid(current[:, start : start + 16], 8)
+        return on_grid(current[:, q : q + 1], *grids[start], 8)[:, 0].double()
+
+    expected = _sequential_obs(w, h, rounded, 16)
+    torch.testing.assert_close(second_order.gptq(w, h, 8, group_size=16, block_size=16, damping=0.0), expected)
 
 
 def test_dead_columns_are_zeroed_and_bad_hessians_refused():
