@@ -105,12 +105,16 @@ def _sequential_obs(w, h, compressed_column, block_size):
     return w
 
 
+def _three_blocks(seed):
+    """A Hessian of correlated inputs and a weight of 48 columns: three blocks of 16."""
+    x = _correlated(features=48)
+    return x.T @ x, torch.randn(6, 48, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
 def test_sparsegpt_equals_sequential_obs_over_several_blocks():
     """Masks chosen per block of columns from the weights as updated so far, by the saliency
     w^2 / [H_F^-1]_qq (F: the columns from q on); every error spread over every later column."""
-    x = _correlated(features=48)
-    h = x.T @ x
-    w = torch.randn(6, 48, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    h, w = _three_blocks(6)
     masks = {}
 
     def pruned(q, current, start):
@@ -132,9 +136,7 @@ def test_sparsegpt_equals_sequential_obs_over_several_blocks():
 def test_gptq_equals_sequential_obs_over_several_blocks():
     """Each group's grid fixed at its first column from the weights as updated so far (groups
     aligned with blocks, where the reference's lazy update changes nothing)."""
-    x = _correlated(features=48)
-    h = x.T @ x
-    w = torch.randn(6, 48, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    h, w = _three_blocks(7)
     grids = {}
 
     def rounded(q, current, start):
