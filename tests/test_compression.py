@@ -127,3 +127,27 @@ def test_a_flat_curve_is_censored_beyond_the_grid_and_differences_follow():
     assert compression.difference(compression.CriticalRatio("smooth", None, None), located) == (None, None)
     with pytest.raises(ValueError, match="dense model"):
         compression.critical_ratio([0.1, 0.2], [1.0, 2.0])
+
+
+def test_structured_pruning_under_grouped_query_attention_keeps_shared_key_value_rows():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        pad_token_id=2,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    with compression.compressed(model, "structured", compression.Setting(0.5), _ids(), 2):
+        for layer in range(2):
+            attention = components.block(model, layer).self_attn
+            q = components.weight(attention.q_proj).view(4, 8, 32)
+            assert int((q == 0).all(-1).all(-1).sum()) == 2  # two of four query heads
+            for shared in (attention.k_proj, attention.v_proj):
+                assert not (components.weight(shared) == 0).all(-1).any()  # shared rows stay
