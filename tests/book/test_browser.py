@@ -130,6 +130,8 @@ return {
   formulas: document.querySelectorAll('.math').length,
   unrendered: unrendered.map(m => m.textContent.slice(0, 80)),
   title: document.title,
+  repeated_ids: Object.entries(Array.from(document.querySelectorAll('[id]')).reduce(
+    (seen, e) => (seen[e.id] = (seen[e.id] || 0) + 1, seen), {})).filter(([, n]) => n > 1).map(([id]) => id),
 };
 """
 
@@ -148,6 +150,7 @@ def test_page_renders_without_errors(browser, site_url, page):
     assert not state["errors"] and not state["traceback"], f"{page}: executed-cell errors {state['errors']}"
     assert not state["broken_images"], f"{page}: images that do not load: {state['broken_images']}"
     assert not state["unrendered"], f"{page}: formulas left unrendered: {state['unrendered']}"
+    assert not state["repeated_ids"], f"{page}: ids used more than once: {state['repeated_ids']}"
     if page.startswith("notebooks/"):
         assert state["images"] > 0, f"{page}: a chapter notebook without a single figure"
         href = browser.execute_script("const a = document.querySelector('.cgc-download a'); return a && a.href")
