@@ -7,8 +7,8 @@ numerical (quantization) and algebraic (low rank). One operator per standard met
 ========================  ===========================  ====================================
 operator                  level                        what each block loses
 ========================  ===========================  ====================================
-magnitude                 sparsity                     lowest |W| of each layer
-wanda                     sparsity                     lowest |W_ij| ||X_j|| of each row
+magnitude                 sparsity                     lowest abs(W) of each layer
+wanda                     sparsity                     lowest abs(W_ij) norm(X_j) of a row
 sparsegpt                 sparsity                     second-order pruning (`second_order`)
 wanda_2:4, sparsegpt_2:4  sparsity 0.5                 2 of every 4 consecutive weights
 structured                share of heads and channels  whole heads and MLP channels

@@ -8,7 +8,8 @@ square matrix nothing is saved at all. Plain truncation keeps
 the directions of largest singular value, which is optimal for the weight in Frobenius
 norm but blind to the inputs: a direction of W that only ever meets small inputs costs
 little to drop. ASVD (Yuan et al. 2023) scales the input columns first, S = diag(s_j) with
-s_j = (mean over calibration tokens of |x_j|)^alpha, truncates W S, and maps back with S^-1,
+s_j the mean absolute value of input feature x_j over the calibration tokens, to the power
+alpha; it truncates W S and maps back with S^-1,
 so that input channels that carry large activations are kept more faithfully. Its
 reference (hahnyuan/ASVD4LLM) uses the absolute mean and alpha = 0.5 on its command line;
 we do the same, with one compression ratio for every layer (the paper also allocates ranks
