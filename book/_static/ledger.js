@@ -74,11 +74,21 @@ document.addEventListener("DOMContentLoaded", () => {
       const ascending = cell.getAttribute("aria-sort") !== "ascending";
       headers.forEach((h) => h.removeAttribute("aria-sort"));
       cell.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      // verdicts by severity, numbers by value, ids and other text by code point (lower case)
       const key = (row) => {
-        const value = row.cells[column].textContent.trim();
-        return value in severity ? String(severity[value]) : value.toLowerCase();
+        const cell = row.cells[column];
+        const id = cell.querySelector("code"); // the claim column sorts by the claim's id
+        const value = (id || cell).textContent.trim();
+        if (value in severity) return severity[value];
+        const number = Number.parseFloat(value);
+        return Number.isNaN(number) ? value.toLowerCase() : number;
       };
-      const sorted = [...rows].sort((a, b) => key(a).localeCompare(key(b), undefined, { numeric: true }));
+      const compare = (a, b) => {
+        const [x, y] = [key(a), key(b)];
+        if (typeof x !== typeof y) return typeof x === "number" ? -1 : 1;
+        return x < y ? -1 : x > y ? 1 : 0;
+      };
+      const sorted = [...rows].sort(compare);
       if (!ascending) sorted.reverse();
       table.tBodies[0].append(...sorted);
     });
