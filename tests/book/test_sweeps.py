@@ -73,7 +73,7 @@ def test_a_job_runs_once_and_a_resubmission_finds_it(tmp_path):
     runs = tmp_path / "runs"
     folder = run_job(sweep, 1, runs, ROOT, progress=False)
     record = json.loads((folder / "parameters.json").read_text())
-    assert record["parameters"] == {"methods": ["wanda"]} and record["finished"]
+    assert record["parameters"] == {**sweep.parameters, "methods": ["wanda"]} and record["finished"]
     assert (folder / "phase_transitions.ipynb").is_file()
     assert run_job(sweep, 1, runs, ROOT, progress=False) == folder
     assert finished_run(runs, "phase_transitions", {"methods": ["magnitude"]}) is None
