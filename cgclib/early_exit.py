@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import components, devices
-from .evaluation import MAX_BATCH_TOKENS
+from .evaluation import max_batch_tokens, vocabulary_size
 from .hooks import residual_stream
 from .moments import AffineMap, CrossMoments, ridge_regression, token_batches
 
@@ -74,7 +74,8 @@ def exit_divergences(
         raise ValueError(f"predicted mask shape {tuple(predicted.shape)} differs from ids {tuple(ids.shape)}")
     n_layers = components.layout(model).n_layers
     device = devices.input_device(model)
-    batch_sequences = max(1, min(batch_sequences, MAX_BATCH_TOKENS // ids.shape[1]))  # logits are tokens x vocab
+    token_budget = max_batch_tokens(vocabulary_size(model))  # logits are tokens x vocab
+    batch_sequences = max(1, min(batch_sequences, token_budget // ids.shape[1]))
     norm, unembed = components.final_norm(model), components.unembedding(model)
     translators = {l: t.to(device) for l, t in (translators or {}).items()}
     outputs: dict[int, torch.Tensor] = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -103,7 +104,47 @@ class ProbeResult:
         return float(self.answer_logprob.mean())
 
 
-MAX_BATCH_TOKENS = 2**15  # logits of a batch: tokens x vocabulary; 6.6 GB in float32 for GPT-2's vocabulary
+MAX_BATCH_TOKENS = 2**15  # tokens of one batch, whatever the vocabulary
+LOGIT_BYTES = 12  # per token and vocabulary entry: the logits (<= 4 bytes), a float32 copy, log-softmax's
+EVAL_MEMORY_ENV = "CGC_EVAL_MEMORY_GB"  # the memory an evaluation batch's logits may take
+DEFAULT_EVAL_MEMORY_GB = 4.0
+
+
+def eval_memory_bytes() -> int:
+    """The memory budget of one evaluation batch's logits: `CGC_EVAL_MEMORY_GB` (GiB),
+    4 by default (`cgc run --eval-memory-gb` sets it for a run)."""
+    raw = os.environ.get(EVAL_MEMORY_ENV, "")
+    try:
+        gib = float(raw) if raw else DEFAULT_EVAL_MEMORY_GB
+    except ValueError:
+        raise ValueError(f"{EVAL_MEMORY_ENV} must be a number of GiB, got {raw!r}") from None
+    if not math.isfinite(gib) or gib <= 0:
+        raise ValueError(f"{EVAL_MEMORY_ENV} must be a positive number of GiB, got {raw!r}")
+    return int(gib * 2**30)
+
+
+def max_batch_tokens(vocab_size: int | None, memory_bytes: int | None = None) -> int:
+    """Tokens per evaluation batch whose logits stay within `memory_bytes` (default
+    `eval_memory_bytes()`), at most MAX_BATCH_TOKENS. The logits dominate an evaluation's
+    peak: with GPT-2's 50,257 entries, 32,768 tokens would take 6.6 GB per copy and about
+    20 GB in all; the default budget of 4 GiB allows 7,122 tokens. A test bed's vocabulary
+    is small enough for the cap to bind; a model of unknown vocabulary gets the cap."""
+    if vocab_size is None:
+        return MAX_BATCH_TOKENS
+    budget = eval_memory_bytes() if memory_bytes is None else memory_bytes
+    return max(1, min(MAX_BATCH_TOKENS, budget // (vocab_size * LOGIT_BYTES)))
+
+
+def vocabulary_size(model: nn.Module) -> int | None:
+    """Entries of the model's output layer (the config's count can differ from it); None
+    for a model that declares neither (a stand-in written for a test)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None:
+        return int(head.weight.shape[0])
+    config = getattr(model, "config", None)
+    return int(config.vocab_size) if config is not None else None
+
+
 PASS_COST_TOKENS = 128  # a forward pass costs about as much as this many more tokens (test beds, CPU)
 
 
@@ -185,8 +226,12 @@ def score_rows(
     tokens = torch.zeros(n, dtype=torch.long)
     exact = torch.zeros(n, dtype=torch.bool)
     real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    max_tokens = max_batch_tokens(vocabulary_size(model))
     for rows, width in tqdm(
-        length_batches(real.bool() | scored.bool(), batch_size), desc="evaluation", disable=not progress, leave=False
+        length_batches(real.bool() | scored.bool(), batch_size, max_tokens),
+        desc="evaluation",
+        disable=not progress,
+        leave=False,
     ):
         ids = input_ids[rows, :width].to(device)
         attention = None if attention_mask is None else attention_mask[rows, :width].to(device)
@@ -434,7 +479,7 @@ def evaluate(model: nn.Module, data: EvaluationData, batch_size: int = 256, prog
     """Perplexity, mixture perplexity and every capability of `model` on `data`. The
     language rows, the mixture rows and every capability's probes share forward passes: all
     rows go through `score_rows` together, in batches of rows of similar length
-    (`length_batches`) of at most `batch_size` rows and MAX_BATCH_TOKENS tokens, which takes
+    (`length_batches`) of at most `batch_size` rows and `max_batch_tokens` tokens, which takes
     fewer passes than scoring each part on its own."""
     ids, scored, attention, counts = _rows_of(data)
     was_training = model.training
