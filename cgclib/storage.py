@@ -21,8 +21,19 @@ from typing import Any
 from filelock import FileLock
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; restored at once
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import: setting it is not thread-safe
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` atomically, creating parent folders."""
+    """Write `data` to `path` atomically, creating parent folders. The file gets the
+    permissions a plain `open` would give it (0644 under the usual umask), not the 0600
+    of the temporary file it is written through: results are for sharing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -31,6 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
