@@ -207,6 +207,23 @@ def _git_commit(root: Path) -> str | None:
         return None
 
 
+INCOMPLETE_SUFFIX = ".incomplete.json"  # a failed run's ledger: the claims recorded before the failure
+
+
+def _mark_failed(run_dir: Path, name: str, record: dict, exc: BaseException) -> None:
+    """Say in `parameters.json` that the run failed, and why, and rename its ledger to
+    `<chapter>.incomplete.json`, so that no reader takes the claims recorded before the
+    failure for a finished run's."""
+    partial = run_dir / f"{name}.json"
+    if partial.exists():
+        partial.replace(run_dir / f"{name}{INCOMPLETE_SUFFIX}")
+    failure = {
+        "failed": dt.datetime.now().isoformat(timespec="seconds"),
+        "error": f"{type(exc).__name__}: {exc}"[:2000],
+    }
+    atomic_write_json(run_dir / "parameters.json", {**record, **failure})
+
+
 @dataclass(frozen=True)
 class RunResult:
     chapter: str
@@ -242,6 +259,10 @@ def run_chapter(
         parameters = dict(overrides)
     else:
         parameters = resolve_parameters(chapter, list(overrides))
+    from .validation import check_parameters
+
+    defaults = {n: p.default for n, p in chapter.parameters().items()}
+    check_parameters(name, {**defaults, **parameters}, root)  # before a run folder exists
 
     run_dir = _new_run_dir(Path(runs_dir or root / "runs") / name, parameters)
     executed = run_dir / f"{name}.ipynb"
@@ -266,6 +287,9 @@ def run_chapter(
                 kernel_name=kernel_name,
                 progress_bar=progress,
             )
+        except BaseException as exc:
+            _mark_failed(run_dir, name, record, exc)
+            raise
         finally:
             if env_before is None:
                 os.environ.pop("CGC_RESULTS_DIR", None)

@@ -47,6 +47,7 @@ def _cmd_run(args) -> int:
         )
     except papermill.PapermillExecutionError as exc:
         print(f"chapter {args.chapter!r} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
+        print("the claims recorded before the failure are in the run folder's *.incomplete.json", file=sys.stderr)
         return 1
     print(f"executed notebook: {result.notebook}")
     print(f"ledger records:    {result.results}")
@@ -64,11 +65,14 @@ def _cmd_sweep(args) -> int:
             print(job_command(sweep, i, args.runs_dir) if args.commands else f"{i}\t{sweep.jobs()[i]}")
         return 0
     try:
-        folder = run_job(sweep, args.index, runs_dir, args.root, progress=not args.quiet)
+        outcome = run_job(sweep, args.index, runs_dir, args.root, progress=not args.quiet)
     except papermill.PapermillExecutionError as exc:
         print(f"job {args.index} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", file=sys.stderr)
         return 1
-    print(f"job {args.index}: {folder}")
+    if outcome.skipped:
+        print(f"job {args.index}: skipped, a finished run with its parameters exists: {outcome.folder}")
+    else:
+        print(f"job {args.index}: ran, {outcome.folder}")
     return 0
 
 

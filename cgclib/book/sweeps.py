@@ -53,13 +53,23 @@ def _as_text(value: Any) -> str:
 def load_sweep(path: Path, root: Path | None = None) -> Sweep:
     """Read and check a sweep file: the chapter exists, every parameter is one of its
     parameters with a value of the right type, and the grid is non-empty lists."""
-    spec = yaml.safe_load(Path(path).read_text()) or {}
+    if not Path(path).is_file():
+        raise ChapterError(f"no sweep file at {path}")
+    try:
+        spec = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ChapterError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(spec, dict):
+        raise ChapterError(f"{path}: a sweep is a mapping with keys chapter, parameters and grid")
     unknown = set(spec) - {"chapter", "parameters", "grid"}
     if unknown or "chapter" not in spec:
         raise ChapterError(f"{path}: a sweep has keys chapter, parameters and grid (got {sorted(spec)})")
     chapter = get_chapter(spec["chapter"], root)
     fixed = spec.get("parameters") or {}
     grid = spec.get("grid") or {}
+    for key, value in (("parameters", fixed), ("grid", grid)):
+        if not isinstance(value, dict):
+            raise ChapterError(f"{path}: {key} must be a mapping of parameter names, got {value!r}")
     for name, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ChapterError(f"{path}: grid entry {name!r} must be a non-empty list, got {values!r}")
@@ -98,10 +108,19 @@ def finished_run(runs_dir: Path, chapter: str, parameters: dict[str, Any]) -> Pa
     return None
 
 
-def run_job(sweep: Sweep, index: int, runs_dir: Path, root: Path | None = None, progress: bool = True) -> Path:
-    """Run job `index` unless a finished run with its parameters exists; its run folder."""
+@dataclass(frozen=True)
+class JobOutcome:
+    folder: Path  # the job's run folder
+    skipped: bool  # True: a finished run with the job's parameters was found, nothing ran
+
+
+def run_job(
+    sweep: Sweep, index: int, runs_dir: Path, root: Path | None = None, progress: bool = True
+) -> JobOutcome:
+    """Run job `index` unless a finished run with its parameters exists."""
     parameters = _job(sweep, index)
     done = finished_run(runs_dir, sweep.chapter, parameters)
     if done is not None:
-        return done
-    return run_chapter(sweep.chapter, parameters, runs_dir=runs_dir, root=root, progress=progress).directory
+        return JobOutcome(done, skipped=True)
+    run = run_chapter(sweep.chapter, parameters, runs_dir=runs_dir, root=root, progress=progress)
+    return JobOutcome(run.directory, skipped=False)

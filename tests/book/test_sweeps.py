@@ -55,11 +55,20 @@ grid:
         ("chapter: structure\ngrid: {seed: []}\n", "non-empty list"),
         ("chapter: structure\nparameters: {seed: 0}\ngrid: {seed: [1]}\n", "both as fixed"),
         ("chapter: structure\nsweep: {}\n", "keys chapter, parameters and grid"),
+        ("chapter: structure\ngrid: {seed: [0, 1]\n", "not valid YAML"),
+        ("- chapter: structure\n", "a sweep is a mapping"),
+        ("chapter: structure\nparameters: [seed, 0]\n", "parameters must be a mapping"),
+        ("chapter: structure\ngrid: [seed]\n", "grid must be a mapping"),
     ],
 )
 def test_bad_sweeps_are_refused_with_the_reason(tmp_path, text, message):
     with pytest.raises(ChapterError, match=message):
         load_sweep(_write(tmp_path, text), ROOT)
+
+
+def test_a_missing_sweep_file_is_named(tmp_path):
+    with pytest.raises(ChapterError, match="no sweep file at"):
+        load_sweep(tmp_path / "absent.yaml", ROOT)
 
 
 def test_job_index_outside_the_sweep_is_refused():
@@ -71,11 +80,14 @@ def test_job_index_outside_the_sweep_is_refused():
 def test_a_job_runs_once_and_a_resubmission_finds_it(tmp_path):
     sweep = load_sweep(ROOT / "sweeps" / "phase-transitions-methods.yaml", ROOT)
     runs = tmp_path / "runs"
-    folder = run_job(sweep, 1, runs, ROOT, progress=False)
+    first = run_job(sweep, 1, runs, ROOT, progress=False)
+    folder = first.folder
     record = json.loads((folder / "parameters.json").read_text())
     assert record["parameters"] == {**sweep.parameters, "methods": ["wanda"]} and record["finished"]
     assert (folder / "phase_transitions.ipynb").is_file()
-    assert run_job(sweep, 1, runs, ROOT, progress=False) == folder
+    assert not first.skipped
+    again = run_job(sweep, 1, runs, ROOT, progress=False)
+    assert again.folder == folder and again.skipped
     assert finished_run(runs, "phase_transitions", {"methods": ["magnitude"]}) is None
 
 
