@@ -41,7 +41,7 @@ def head_density_map(
     """Train (or load) one SAE per head on `calibration_sequences` sequences and measure
     density on `measure_sequences` other sequences (drawn with seed + 1)."""
     calib = subject.calibration(calibration_sequences, seq_len, seed=seed)
-    held_out = subject.calibration(measure_sequences, seq_len, seed=seed + 1)
+    held_out = subject.calibration(measure_sequences, seq_len, seed=seed + 1, held_out=True)
     pad = subject.tokenizer.pad_token_id
     saes = train_head_saes(subject.model, calib, pad, sae_cfg)
     stats, recon = head_feature_statistics(subject.model, saes, held_out, pad)

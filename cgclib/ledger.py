@@ -67,6 +67,7 @@ RULES = {
 # theorem, lemma or invariant the book states); a specification of the test bed (a property
 # the book requires of its own models). The ledger counts verdicts per kind.
 KINDS = ("paper claim", "theorem", "specification")
+NOT_MEASURED_SUFFIX = ".not_measured.json"  # beside a notebook's results: claims it could not measure, and why
 
 
 class LedgerError(ValueError):
@@ -442,8 +443,11 @@ class Ledger:
         self.path = Path(directory or results_dir()) / f"{notebook}.json"
         self.glue = in_kernel() if glue is None else glue
         self.records: list[dict] = []
+        self.not_measured: list[dict] = []
+        self.not_measured_path = self.path.with_name(f"{notebook}{NOT_MEASURED_SUFFIX}")
         self.opened = time.perf_counter()
         atomic_write_json(self.path, self.records)  # a fresh run starts a fresh file
+        atomic_write_json(self.not_measured_path, self.not_measured)
 
     def record(
         self,
@@ -484,9 +488,23 @@ class Ledger:
         }
         return self._append(record)
 
+    def not_applicable(self, id: str, reason: str) -> None:
+        """Say that claim `id`, which this chapter records for other models, is not measured
+        in this run, and why (a model without capability probes, too few blocks). Kept in
+        `<results>/<notebook>.not_measured.json`, so that no claim disappears in silence."""
+        if not ID_PATTERN.match(id):
+            raise LedgerError(f"claim id {id!r} must be dotted lower-case identifiers")
+        if not reason.strip():
+            raise LedgerError(f"{id}: say why the claim is not measured")
+        if any(r["id"] == id for r in self.records) or any(r["id"] == id for r in self.not_measured):
+            raise LedgerError(f"claim {id!r} is already recorded or declared not measured")
+        self.not_measured.append({"id": id, "notebook": self.notebook, "reason": reason})
+        atomic_write_json(self.not_measured_path, self.not_measured)
+        print(f"not measured: {id} ({reason})")
+
     def _append(self, record: dict) -> dict:
         validate_record(record, notebook=self.notebook)
-        if any(r["id"] == record["id"] for r in self.records):
+        if any(r["id"] == record["id"] for r in self.records + self.not_measured):
             raise LedgerError(f"duplicate claim id {record['id']!r} in notebook {self.notebook!r}")
         self.records.append(record)
         atomic_write_json(self.path, self.records)

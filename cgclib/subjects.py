@@ -2,25 +2,29 @@
 
 A *subject* bundles the loaded model and tokenizer with its evaluation data: for a test
 bed, held-out capability probes, background-language paragraphs and rows of the training
-mixture from its capability suite; for any other model, WikiText-2 text (which needs the `datasets` hub, so it fails
-offline with a clear message). Chapters call `load_subject(model, device, dtype, ...)` once
-and pass the subject around.
+mixture from its capability suite; for any other model, the text its chapter's `text`
+parameter names (`cgclib.corpus`: WikiText-2 from the hub by default, or a local file or
+folder). Chapters call `load_subject(model, device, dtype, ...)` once and pass the subject
+around.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import corpus as corpora
 from .evaluation import EvaluationData, Profile, evaluate
-from .models import CheckpointError, LoadedModel, ModelUnavailableError, is_testbed, load_model
+from .models import CheckpointError, LoadedModel, is_testbed, load_model
 from .suite import CapabilitySuite
 
 CALIBRATION_SEED_OFFSET = 1000  # calibration text never shares a stream with training
+NO_PROBES = "the model has no capability probes: they exist for the test beds' capability suite only"
 
 
 def set_seed(seed: int) -> None:
@@ -32,7 +36,11 @@ def set_seed(seed: int) -> None:
 
 
 def slug(name: str) -> str:
-    """A model name as an identifier, for ledger ids: 'gpt2-medium' -> 'gpt2_medium'."""
+    """A model name as an identifier, for ledger ids: 'gpt2-medium' -> 'gpt2_medium'. A
+    local folder is named by its last component ('/data/models/gpt2-medium' -> 'gpt2_medium'),
+    so that ids do not depend on where the weights lie."""
+    if "/" in name and Path(name).expanduser().is_dir():
+        name = Path(name).expanduser().resolve().name
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
@@ -42,6 +50,8 @@ class Subject:
     loaded: LoadedModel
     suite: CapabilitySuite | None
     data: EvaluationData
+    corpus: corpora.Corpus | None = None
+    _calibration_ids: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -70,31 +80,20 @@ class Subject:
     def evaluate(self, model: torch.nn.Module | None = None, batch_size: int = 256) -> Profile:
         return evaluate(model if model is not None else self.model, self.data, batch_size=batch_size)
 
-    def calibration(self, n_sequences: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    def calibration(self, n_sequences: int, seq_len: int, seed: int = 0, held_out: bool = False) -> torch.Tensor:
         """(n_sequences, seq_len) token ids from the training distribution (test beds) or
-        WikiText-2's training split (other models), never the evaluation data."""
+        the calibration part of the subject's text (other models), never the evaluation
+        data. `held_out` draws windows that share no token with any drawn without it, to
+        score what was fitted on those (on a test bed every draw is fresh text already)."""
         if self.suite is not None:
             stream = self.suite.training_batches(seed + CALIBRATION_SEED_OFFSET, n_sequences, seq_len)
             return next(stream)[0]
-        return _wikitext_windows(self.tokenizer, "train", n_sequences, seq_len, seed)
-
-
-def _wikitext_windows(tokenizer, split: str, n_windows: int, seq_len: int, seed: int) -> torch.Tensor:
-    try:
-        from datasets import load_dataset
-
-        text = "\n\n".join(load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])
-    except Exception as exc:  # no network, no cache: the datasets library raises many types
-        raise ModelUnavailableError(
-            "evaluating a hub model needs WikiText-2 from the Hugging Face hub, which is not "
-            f"reachable or cached here ({type(exc).__name__}); run where the hub is reachable"
-        ) from exc
-    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
-    n_available = len(ids) // seq_len
-    if n_available < 1:
-        raise ValueError(f"WikiText-2 {split} has fewer than {seq_len} tokens")
-    starts = np.random.default_rng(seed).permutation(n_available)[:n_windows] * seq_len
-    return torch.stack([ids[s : s + seq_len] for s in np.sort(starts)])
+        if self.corpus is None:
+            raise ValueError(f"{self.name!r} has neither a capability suite nor a text to calibrate on")
+        if self._calibration_ids is None:
+            self._calibration_ids = corpora.token_ids(self.tokenizer, self.corpus.calibration)
+        part = "held_out" if held_out else "fit"
+        return corpora.windows(self._calibration_ids, n_sequences, seq_len, seed, part)
 
 
 def load_subject(
@@ -106,14 +105,15 @@ def load_subject(
     seed: int = 0,
     eval_seq_len: int = 1024,
     n_mixture: int | None = None,
+    text: str = corpora.DEFAULT_TEXT,
 ) -> Subject:
     """Load a model and its evaluation data. For a test bed, `n_probes` held-out probes per
     capability, `n_paragraphs` background-language paragraphs and `n_mixture` (default
     a quarter of `n_paragraphs`, which scores about as many tokens as the paragraphs; 0 for
     none) held-out rows of the training mixture, as long as its training windows; for
-    another model, `n_paragraphs` windows of `eval_seq_len`
-    WikiText-2 test tokens and no mixture rows: that text is already the general text such
-    a model was trained on, so `n_mixture` must be None or 0.
+    another model, `n_paragraphs` windows of `eval_seq_len` tokens of the evaluation part
+    of `text` (see `cgclib.corpus`; test beds ignore it) and no mixture rows: that text is
+    already the general text such a model was trained on, so `n_mixture` must be None or 0.
 
     A test bed is evaluated with the suite and the held-out split it was trained on: the
     card's `suite_seed`, `split_version` and `fact_paraphrases`; a card without them (the
@@ -140,8 +140,10 @@ def load_subject(
     if n_mixture:
         raise ValueError(f"{name!r} is not a test bed: it has no training mixture to take rows from")
     seq_len = min(eval_seq_len, getattr(loaded.model.config, "max_position_embeddings", eval_seq_len))
-    windows = _wikitext_windows(loaded.tokenizer, "test", n_paragraphs, seq_len, seed)
-    return Subject(name, loaded, None, EvaluationData(windows))
+    corpus = corpora.load_corpus(text)
+    ids = corpora.token_ids(loaded.tokenizer, corpus.evaluation)
+    windows = corpora.windows(ids, n_paragraphs, seq_len, seed)
+    return Subject(name, loaded, None, EvaluationData(windows), corpus)
 
 
 def describe(profile: Profile) -> str:
