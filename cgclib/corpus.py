@@ -15,6 +15,8 @@ held out to score it (odd positions), whatever the seeds.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +89,27 @@ def _local(path: Path) -> Corpus:
     return _split_text("\n\n".join(p.read_text(encoding="utf-8") for p in files), str(path))
 
 
+@contextmanager
+def _offline_unless_reachable() -> Iterator[None]:
+    """Where the hub cannot be reached, `datasets` in offline mode for the duration: a cached
+    dataset still loads, and a missing one fails at once instead of after a minute of
+    retries."""
+    import datasets
+    from huggingface_hub import constants
+
+    from .models import hub_reachable
+
+    if hub_reachable():
+        yield
+        return
+    saved = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
 def load_corpus(spec: str) -> Corpus:
     """Read the text `spec` names (see the module's docstring)."""
     if not spec:
@@ -98,9 +121,10 @@ def load_corpus(spec: str) -> Corpus:
         raise CorpusUnavailableError(f"the text {spec!r} looks like a local path, but nothing exists there")
     name, _, config = spec.partition(":")
     try:
-        from datasets import load_dataset
+        with _offline_unless_reachable():
+            from datasets import load_dataset
 
-        splits = load_dataset(name, config or None)
+            splits = load_dataset(name, config or None)
     except Exception as exc:  # no network, no cache, unknown name: datasets raises many types
         raise CorpusUnavailableError(
             f"the hub dataset {spec!r} is not reachable or cached here ({type(exc).__name__}); run where the "

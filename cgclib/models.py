@@ -140,7 +140,9 @@ def verify_checkpoint(folder: Path) -> dict:
     return card
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers within `timeout` seconds (False when
+    HF_HUB_OFFLINE is set)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
         return False
     from huggingface_hub import constants
@@ -195,7 +197,7 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LoadedMo
     elif Path(name).expanduser().is_dir():
         source = str(Path(name).expanduser())
     else:
-        if not _hub_cached(name) and not _hub_reachable():
+        if not _hub_cached(name) and not hub_reachable():
             raise ModelUnavailableError(
                 f"the weights of {name!r} are not available: there is no cached copy and the "
                 "Hugging Face hub cannot be reached from this machine. Use a shipped test bed "

@@ -19,3 +19,12 @@ def results_dir(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "results"
     monkeypatch.setenv("CGC_RESULTS_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="session")
+def standins(tmp_path_factory) -> dict[str, Path]:
+    """Random-initialised GPT-2, Mistral and Qwen2 stand-ins and their local text, written
+    once per session (`cgclib.standins`): the paths by architecture, and `text`."""
+    from cgclib.standins import write_standins
+
+    return write_standins(tmp_path_factory.mktemp("standins"))
