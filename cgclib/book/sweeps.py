@@ -114,9 +114,7 @@ class JobOutcome:
     skipped: bool  # True: a finished run with the job's parameters was found, nothing ran
 
 
-def run_job(
-    sweep: Sweep, index: int, runs_dir: Path, root: Path | None = None, progress: bool = True
-) -> JobOutcome:
+def run_job(sweep: Sweep, index: int, runs_dir: Path, root: Path | None = None, progress: bool = True) -> JobOutcome:
     """Run job `index` unless a finished run with its parameters exists."""
     parameters = _job(sweep, index)
     done = finished_run(runs_dir, sweep.chapter, parameters)
