@@ -304,3 +304,45 @@ def test_mixture_rows_enter_the_digest_and_the_subset(suite):
     assert plain.subset(3, 2).mixture_windows is None
     with pytest.raises(ValueError, match="mixture_score"):
         evaluate(Uniform(len(tok)), EvaluationData(data.windows, mixture_windows=data.mixture_windows))
+
+
+def test_evaluation_batches_keep_their_logits_within_the_memory_budget(monkeypatch):
+    """The batch is sized from the vocabulary: tokens x vocabulary x LOGIT_BYTES stays within
+    CGC_EVAL_MEMORY_GB, and the scores do not depend on the batching."""
+    from cgclib import evaluation
+    from tests.tiny_models import tiny_gpt2
+
+    model = tiny_gpt2(vocab=1000)
+    ids = torch.randint(0, 1000, (12, 32), generator=torch.Generator().manual_seed(0))
+    scored = torch.ones_like(ids, dtype=torch.bool)
+    widths = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].numel()), with_kwargs=True
+    )
+    monkeypatch.setenv(evaluation.EVAL_MEMORY_ENV, "0.0005")  # 536,870 bytes: 44 tokens of 1000 entries
+    small = evaluation.score_rows(model, ids, scored)
+    budget_tokens = evaluation.eval_memory_bytes() // (1000 * evaluation.LOGIT_BYTES)
+    assert budget_tokens == 44 and max(widths) <= budget_tokens and len(widths) == 12
+    widths.clear()
+    monkeypatch.delenv(evaluation.EVAL_MEMORY_ENV)
+    large = evaluation.score_rows(model, ids, scored)
+    handle.remove()
+    assert len(widths) == 1  # the default budget takes every row at once
+    np.testing.assert_allclose(small.nll, large.nll, rtol=1e-5)
+
+
+@pytest.mark.parametrize("raw", ["lots", "0", "-2", "nan", "inf"])
+def test_a_bad_memory_budget_is_named(monkeypatch, raw):
+    from cgclib import evaluation
+
+    monkeypatch.setenv(evaluation.EVAL_MEMORY_ENV, raw)
+    with pytest.raises(ValueError, match="CGC_EVAL_MEMORY_GB must be a"):
+        evaluation.eval_memory_bytes()
+
+
+def test_the_batch_cap_follows_the_vocabulary():
+    from cgclib.evaluation import MAX_BATCH_TOKENS, max_batch_tokens
+
+    assert max_batch_tokens(389) == MAX_BATCH_TOKENS  # a test bed: the cap binds
+    assert max_batch_tokens(50_257, 4 * 2**30) == 7_121  # GPT-2's vocabulary in 4 GiB
+    assert max_batch_tokens(None) == MAX_BATCH_TOKENS

@@ -284,7 +284,23 @@ def _structure_problems(values: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def _testbed_problems(values: Mapping[str, Any]) -> list[str]:
+    from ..models import is_testbed
+
+    others = [values[p] for p in MODELS if values.get(p) and not is_testbed(values[p])]
+    return [f"this chapter studies the test beds themselves (testbed-*): {m!r} is not one" for m in others]
+
+
+def _family_problems(values: Mapping[str, Any]) -> list[str]:
+    from ..testbed import FAMILIES
+
+    unknown = [f for f in values["families"] if f not in FAMILIES]
+    return [f"families must be some of {list(FAMILIES)}, got {unknown!r}"] if unknown else []
+
+
 CHAPTER_RULES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "testbed": _testbed_problems,
+    "family": _family_problems,
     "density": _density_problems,
     "orthogonality": _orthogonality_problems,
     "absorption": _absorption_problems,
