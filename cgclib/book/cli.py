@@ -4,6 +4,7 @@ cgc list
 cgc run density -p model gpt2-medium -p device cuda
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
+cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --all      # run them all on a Dask cluster
 cgc execute                                                # every chapter into the book's cache (make book)
 cgc replicates                                             # every chapter on the other training seeds, shipped
 """
@@ -11,6 +12,7 @@ cgc replicates                                             # every chapter on th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +39,10 @@ def _cmd_run(args) -> int:
     except ImportError:  # pragma: no cover - papermill is a pinned dependency
         print("cgc run needs papermill; install the project with `make install`", file=sys.stderr)
         return 2
+    if args.eval_memory_gb is not None:
+        from ..evaluation import EVAL_MEMORY_ENV
+
+        os.environ[EVAL_MEMORY_ENV] = str(args.eval_memory_gb)  # the chapter's kernel inherits it
     try:
         result = run_chapter(
             args.chapter,
@@ -60,6 +66,17 @@ def _cmd_sweep(args) -> int:
 
     sweep = load_sweep(args.sweep, args.root)
     runs_dir = args.runs_dir or args.root / "runs"
+    if args.all:
+        from .engine import run_sweep
+
+        reports = run_sweep(args.sweep, runs_dir, args.root, args.workers, args.scheduler)
+        for report in reports:
+            where = report.folder or report.message.strip().splitlines()[-1:]
+            print(f"job {report.index}\t{report.status}\t{where}")
+        failed = [r for r in reports if r.status == "failed"]
+        for report in failed:
+            print(f"\njob {report.index} failed:\n{report.message}", file=sys.stderr)
+        return 1 if failed else 0
     if args.index is None:
         for i in range(len(sweep.jobs())):
             print(job_command(sweep, i, args.runs_dir) if args.commands else f"{i}\t{sweep.jobs()[i]}")
@@ -80,6 +97,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
@@ -118,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs-dir", type=Path, default=None, help="where run folders go (default: runs/ under the book root)"
     )
     p_run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p_run.add_argument(
+        "--eval-memory-gb",
+        type=_positive_float,
+        default=None,
+        help="GiB the logits of one evaluation batch may take (default 4; sets CGC_EVAL_MEMORY_GB)",
+    )
     p_run.set_defaults(func=_cmd_run)
 
     p_sweep = sub.add_parser("sweep", help="list the jobs of a sweep file, or run one of them")
@@ -128,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument(
         "--commands", action="store_true", help="print one `cgc run` command per job instead of the job table"
     )
+    p_sweep.add_argument(
+        "--all", action="store_true", help="run every job on Dask (a local cluster unless --scheduler is given)"
+    )
+    p_sweep.add_argument(
+        "--workers", type=_positive_int, default=None, help="with --all: local worker processes (default: CPUs)"
+    )
+    p_sweep.add_argument("--scheduler", default=None, help="with --all: address of a running Dask scheduler")
     p_sweep.add_argument(
         "--runs-dir", type=Path, default=None, help="where run folders go (default: runs/ under the book root)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,52 @@ def ci_chapter_runs(tmp_path_factory):
 
     run.spec = spec
     return run
+
+
+DEMO_NOTEBOOK = textwrap.dedent("""\
+    ---
+    jupytext:
+      text_representation:
+        extension: .md
+        format_name: myst
+    kernelspec:
+      display_name: Python 3
+      language: python
+      name: python3
+    ---
+
+    # Demo
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+    seed = 0  # random seed
+    scale = 1.5  # a float
+    label = "testbed-gpt2"  # a string
+    grid = [0.1, 0.5]  # a list of floats
+    verbose = False  # a flag
+    ```
+
+    ```{code-cell} ipython3
+    from cgclib.ledger import Ledger, Ours
+    from cgclib.verdicts import Exceeds
+    ledger = Ledger("demo")
+    ledger.record(id="demo.scale", kind="paper claim", claim="scale is positive",
+                  ours=Ours(scale * (seed + 1), 1, label), rule=Exceeds(0.0), source="test")
+    ```
+
+    ```{code-cell} ipython3
+    if verbose:
+        raise RuntimeError("asked to fail")
+    ```
+""")
+
+
+@pytest.fixture
+def demo_book(tmp_path) -> Path:
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "demo.md").write_text(DEMO_NOTEBOOK)
+    (tmp_path / "_config.yml").write_text("title: demo\n")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: intro\nchapters:\n  - file: book/demo\n    sections:\n      - file: notebooks/demo\n"
+    )
+    return tmp_path

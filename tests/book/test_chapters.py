@@ -1,7 +1,6 @@
 """Chapter discovery, parameter parsing and type checks, and `cgc run` into run folders."""
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,49 +17,6 @@ from cgclib.book.chapters import (
 from cgclib.ledger import load_results
 
 ROOT = Path(__file__).resolve().parents[2]
-
-DEMO_NOTEBOOK = textwrap.dedent("""\
-    ---
-    jupytext:
-      text_representation:
-        extension: .md
-        format_name: myst
-    kernelspec:
-      display_name: Python 3
-      language: python
-      name: python3
-    ---
-
-    # Demo
-
-    ```{code-cell} ipython3
-    :tags: [parameters]
-    seed = 0  # random seed
-    scale = 1.5  # a float
-    label = "testbed-gpt2"  # a string
-    grid = [0.1, 0.5]  # a list of floats
-    verbose = False  # a flag
-    ```
-
-    ```{code-cell} ipython3
-    from cgclib.ledger import Ledger, Ours
-    from cgclib.verdicts import Exceeds
-    ledger = Ledger("demo")
-    ledger.record(id="demo.scale", kind="paper claim", claim="scale is positive",
-                  ours=Ours(scale * (seed + 1), 1, label), rule=Exceeds(0.0), source="test")
-    ```
-""")
-
-
-@pytest.fixture
-def demo_book(tmp_path) -> Path:
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "notebooks" / "demo.md").write_text(DEMO_NOTEBOOK)
-    (tmp_path / "_config.yml").write_text("title: demo\n")
-    (tmp_path / "_toc.yml").write_text(
-        "format: jb-book\nroot: intro\nchapters:\n  - file: book/demo\n    sections:\n      - file: notebooks/demo\n"
-    )
-    return tmp_path
 
 
 def test_the_book_lists_its_chapters_in_toc_order():
@@ -156,3 +112,33 @@ def test_papermill_reads_every_parameter_cgc_reads():
         notebook = jupytext.read(chapter.path)
         (cell,) = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
         assert {p.name for p in PythonTranslator.inspect(cell)} == set(chapter.parameters()), name
+
+
+def test_a_failed_run_says_so_and_its_partial_ledger_is_marked_incomplete(demo_book, capsys):
+    code = cli.main(["--root", str(demo_book), "run", "demo", "-q", "-p", "verbose", "true"])
+    assert code == 1
+    assert "incomplete.json" in capsys.readouterr().err
+    (folder,) = sorted((demo_book / "runs" / "demo").iterdir())
+    record = json.loads((folder / "parameters.json").read_text())
+    assert "finished" not in record and "RuntimeError" in record["error"] and record["failed"]
+    assert not (folder / "demo.json").exists()
+    partial = json.loads((folder / "demo.incomplete.json").read_text())
+    assert [r["id"] for r in partial] == ["demo.scale"]  # recorded before the failure
+
+
+def test_bad_values_leave_no_run_folder(demo_book, capsys):
+    code = cli.main(["--root", str(demo_book), "run", "demo", "-q", "-p", "scale", ".nan"])
+    assert code == 2 and "scale must be finite, got nan" in capsys.readouterr().err
+    assert not (demo_book / "runs").exists()
+
+
+def test_results_are_readable_by_others(demo_book):
+    run = run_chapter("demo", {"seed": 2}, root=demo_book, progress=False)
+    for path in (run.results, run.directory / "parameters.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~_umask(), path
+
+
+def _umask() -> int:
+    from cgclib.storage import UMASK
+
+    return UMASK
