@@ -1,7 +1,10 @@
 """The benchmark's naive baselines compute the same results as the library's hot paths
 (timings themselves are measured by `make bench`, never asserted)."""
 
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -49,12 +52,36 @@ def test_streamed_and_stored_block_fits_agree(small):
         torch.testing.assert_close(streamed[layer].bias, stored[layer].bias, rtol=1e-6, atol=1e-9)
 
 
-def test_summary_reports_ratios_and_growth(small):
+def test_summary_reports_medians_spreads_and_growth_intervals(small):
     axes = {"tokens": [bench.Size(n_sequences=n, n_layers=1, n_heads=2) for n in (8, 16, 32)]}
-    results = bench.run("cpu", benchmarks=bench.BENCHMARKS[:1], axes=axes)
-    table = bench.summary(results)
-    assert table["speed-up"].notna().all() and (table["tokens/s"] > 0).all()
-    assert np.isfinite(table["growth with tokens"]).all()
+    results = bench.run("cpu", benchmarks=bench.BENCHMARKS[:1], axes=axes, repeats=3)
+    assert len(results) == 3 * 2 * 3  # sizes x variants x repeats
+    first = results[results.repeat == 0].variant.tolist()[:2]
+    second = results[results.repeat == 1].variant.tolist()[:2]
+    assert first == ["optimized", "naive"] and second == ["naive", "optimized"]  # interleaved, alternating
+    assert (results.flops > 0).all()
+    table = bench.summary(results, peak=1e12)
+    row = table.iloc[0]
+    assert re.fullmatch(r"[\d.e+-]+ \[[\d.e+-]+, [\d.e+-]+\]", row["ms"]), row["ms"]
+    assert 0 < row["% of peak"] < 100
+    slope, low, high = map(float, re.findall(r"-?[\d.]+", row["growth with tokens"]))
+    assert low <= slope <= high
+
+
+def test_growth_intervals_cover_a_known_exponent_95_times_in_100():
+    sizes, rng, covered = np.repeat([8, 16, 32, 64], 4), np.random.default_rng(0), 0
+    for _ in range(400):
+        seconds = sizes**1.5 * np.exp(rng.normal(0, 0.05, len(sizes)))
+        frame = pd.DataFrame({"benchmark": "b", "axis": "t", "variant": "v", "size": sizes, "seconds": seconds})
+        fit = bench.growth(frame).iloc[0]
+        covered += fit["low"] < 1.5 < fit["high"]
+    assert 0.92 < covered / 400 < 0.98
+
+
+def test_flops_of_a_matrix_product_are_counted():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert bench.count_flops(torch.mm, (a, b)) == 2 * 8 * 16 * 4
+    assert bench.peak_flops("cpu", n=128, repeats=2) > 0
 
 
 def test_streamed_and_stored_allocation_masks_agree(small):

@@ -3,13 +3,23 @@
 `python -m cgclib.book.bench` (or `make bench`) times every hot path of the library on
 random-initialised GPT-2-architecture models at three sizes along each of three axes
 (calibration tokens, layers, heads), next to a naive baseline that does the same job the
-obvious way (stored activations, one head or one sequence at a time). For each run it
-records wall time, tokens per second and peak memory (GPU: the allocator's peak; CPU: the
-peak resident set size above the level before the run, sampled every few milliseconds),
-and fits how the cost grows along each axis (the slope of log time against log size).
-Results go to `_build/bench/results.json` and a Markdown table `_build/bench/table.md`.
+obvious way (stored activations, one head or one sequence at a time).
 
-Timings are measurements of this machine, not tests: nothing here asserts a speed.
+A shared machine is noisy: one run can be several times slower than the next. So each
+measurement is repeated (`--repeats`, 5 by default) with the fast and the naive path
+interleaved, so that a slow spell hits both; the table reports medians with the
+interquartile range, the speed-up as the median of the paired ratios, and the growth
+exponent along each axis (the slope of log time against log size, fitted to every repeat)
+with its 95% interval. Each path's floating-point operations are counted once with
+PyTorch's `FlopCounterMode` (matrix products and attention; the elementwise rest is not
+counted), which gives the achieved FLOP/s beside the device's peak, measured here as the
+rate of a large float32 matrix product on the same device.
+
+Peak memory: GPU, the allocator's peak; CPU, the peak resident set size above the level
+before the run, sampled every few milliseconds. Results go to `_build/bench/results.json`
+and a Markdown table `_build/bench/table.md`. Timings are measurements of this machine, not
+tests: nothing here asserts a speed.
+
 """
 
 from __future__ import annotations
@@ -350,6 +360,33 @@ def _time(fn, args, device) -> tuple[float, float]:
     return seconds, memory.peak_mib
 
 
+def count_flops(fn, args) -> int:
+    """Floating-point operations of one call, as PyTorch's flop counter sees them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return int(counter.get_total_flops())
+
+
+def peak_flops(device: str, n: int = 2048, repeats: int = 5) -> float:
+    """The device's practical peak: FLOP/s of an n x n float32 matrix product, the best of
+    `repeats` after a warm-up."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if i:  # the first is the warm-up
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
 AXES = {
     "tokens": [Size(n_sequences=n) for n in (8, 16, 32)],
     "layers": [Size(n_layers=n) for n in (2, 4, 8)],
@@ -361,7 +398,11 @@ def _axis_size(size: Size, axis: str) -> int:
     return {"tokens": size.n_sequences * SEQ_LEN, "layers": size.n_layers, "heads": size.n_heads}[axis]
 
 
-def run(device: str = "cpu", benchmarks=None, axes=None) -> pd.DataFrame:
+def run(device: str = "cpu", benchmarks=None, axes=None, repeats: int = 5) -> pd.DataFrame:
+    """One row per benchmark, axis, size, variant and repeat; the two variants alternate
+    within each repeat (which goes first alternates too)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
     rows = []
     for bench in benchmarks or BENCHMARKS:
         for axis, sizes in (axes or AXES).items():
@@ -369,67 +410,113 @@ def run(device: str = "cpu", benchmarks=None, axes=None) -> pd.DataFrame:
                 model, ids = make_model(size, device), make_ids(size)
                 extra = bench.setup(model, ids, size)
                 bench.optimized(model, *extra)  # warm-up
-                for variant, fn in (("optimized", bench.optimized), ("naive", bench.naive)):
-                    seconds, peak = _time(fn, (model, *extra), device)
-                    rows.append(
-                        {
-                            "benchmark": bench.name,
-                            "axis": axis,
-                            "size": _axis_size(size, axis),
-                            "variant": variant,
-                            "seconds": seconds,
-                            "tokens_per_s": size.n_sequences * SEQ_LEN / seconds,
-                            "peak_mib": peak,
-                        }
-                    )
+                variants = {"optimized": bench.optimized, "naive": bench.naive}
+                flops = {v: count_flops(fn, (model, *extra)) for v, fn in variants.items()}
+                for repeat in range(repeats):
+                    order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
+                    for variant in order:
+                        seconds, peak = _time(variants[variant], (model, *extra), device)
+                        rows.append(
+                            {
+                                "benchmark": bench.name,
+                                "axis": axis,
+                                "size": _axis_size(size, axis),
+                                "variant": variant,
+                                "repeat": repeat,
+                                "seconds": seconds,
+                                "tokens_per_s": size.n_sequences * SEQ_LEN / seconds,
+                                "flops": flops[variant],
+                                "peak_mib": peak,
+                            }
+                        )
                 print(f"{bench.name} | {axis}={size} | done", flush=True)
     return pd.DataFrame(rows)
 
 
 def growth(results: pd.DataFrame) -> pd.DataFrame:
-    """Slope of log(seconds) against log(size) per benchmark, axis and variant."""
+    """Slope of log(seconds) against log(size) per benchmark, axis and variant, fitted to
+    every repeat, with its 95% interval (t distribution; None with a single point per
+    size and no spread to estimate)."""
+    from scipy import stats
+
     out = []
     for (bench, axis, variant), g in results.groupby(["benchmark", "axis", "variant"]):
-        slope = np.polyfit(np.log(g["size"]), np.log(g["seconds"]), 1)[0]
-        out.append({"benchmark": bench, "axis": axis, "variant": variant, "growth exponent": slope})
+        fit = stats.linregress(np.log(g["size"]), np.log(g["seconds"]))
+        dof = len(g) - 2
+        half = stats.t.ppf(0.975, dof) * fit.stderr if dof > 0 else float("nan")
+        out.append(
+            {
+                "benchmark": bench,
+                "axis": axis,
+                "variant": variant,
+                "growth exponent": fit.slope,
+                "low": fit.slope - half,
+                "high": fit.slope + half,
+            }
+        )
     return pd.DataFrame(out)
 
 
-def summary(results: pd.DataFrame) -> pd.DataFrame:
-    """At the middle size of the tokens axis: both variants side by side and their ratio."""
-    mid = results[(results.axis == "tokens") & (results["size"] == 16 * SEQ_LEN)]
-    wide = mid.pivot(index="benchmark", columns="variant", values=["seconds", "tokens_per_s", "peak_mib"])
-    table = pd.DataFrame(
-        {
-            "tokens/s": wide[("tokens_per_s", "optimized")],
-            "tokens/s, naive": wide[("tokens_per_s", "naive")],
-            "speed-up": wide[("seconds", "naive")] / wide[("seconds", "optimized")],
-            "peak MiB": wide[("peak_mib", "optimized")],
-            "peak MiB, naive": wide[("peak_mib", "naive")],
+def _spread(values: pd.Series) -> str:
+    """Median [first quartile, third quartile], two significant digits."""
+    q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75])
+    return f"{median:.3g} [{q1:.3g}, {q3:.3g}]"
+
+
+def summary(results: pd.DataFrame, peak: float | None = None) -> pd.DataFrame:
+    """At the middle size of the tokens axis: both variants' median time with the
+    interquartile range, the median paired speed-up, the achieved FLOP/s (and its share of
+    `peak`), peak memory, and the growth exponents with their intervals."""
+    sizes = sorted(results[results.axis == "tokens"]["size"].unique())
+    mid = results[(results.axis == "tokens") & (results["size"] == sizes[len(sizes) // 2])]
+    rows = {}
+    for bench, g in mid.groupby("benchmark", sort=False):
+        fast = g[g.variant == "optimized"].sort_values("repeat")
+        slow = g[g.variant == "naive"].sort_values("repeat")
+        ratios = slow["seconds"].to_numpy() / fast["seconds"].to_numpy()
+        achieved = fast["flops"].iloc[0] / fast["seconds"].median()
+        row = {
+            "ms": _spread(1000 * fast["seconds"]),
+            "ms, naive": _spread(1000 * slow["seconds"]),
+            "speed-up": _spread(pd.Series(ratios)),
+            "GFLOP/s": achieved / 1e9,
+            "peak MiB": fast["peak_mib"].median(),
+            "peak MiB, naive": slow["peak_mib"].median(),
         }
-    )
-    exponents = growth(results).pivot(index="benchmark", columns=["axis", "variant"], values="growth exponent")
+        if peak:
+            row["% of peak"] = 100 * achieved / peak
+        rows[bench] = row
+    table = pd.DataFrame(rows).T
+    fits = growth(results)
     for axis in results["axis"].unique():
-        table[f"growth with {axis}"] = exponents[(axis, "optimized")]
-        table[f"growth with {axis}, naive"] = exponents[(axis, "naive")]
+        for variant, suffix in (("optimized", ""), ("naive", ", naive")):
+            chosen = fits[(fits.axis == axis) & (fits.variant == variant)].set_index("benchmark")
+            table[f"growth with {axis}{suffix}"] = [
+                f"{chosen.loc[b, 'growth exponent']:.2f} [{chosen.loc[b, 'low']:.2f}, {chosen.loc[b, 'high']:.2f}]"
+                for b in table.index
+            ]
     return table
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="measurements per variant and size (default 5)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/bench)")
     args = parser.parse_args(argv)
     out = args.out or project_root() / "_build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    results = run(args.device)
-    table = summary(results)
+    peak = peak_flops(args.device)
+    results = run(args.device, repeats=args.repeats)
+    table = summary(results, peak)
     meta = {
         "device": args.device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": time.strftime("%Y-%m-%d"),
         "seq_len": SEQ_LEN,
+        "repeats": args.repeats,
+        "peak_flops": peak,
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
     }
     tmp = out / "results.json.tmp"
@@ -437,8 +524,11 @@ def main(argv=None) -> None:
     tmp.replace(out / "results.json")
     text = (
         f"Benchmarks on {args.device} ({meta['gpu'] or str(meta['threads']) + ' CPU threads'}), "
-        f"{meta['date']}, sequences of {SEQ_LEN} tokens; sizes at the middle of the tokens axis.\n\n"
-        + table.round(2).to_markdown()
+        f"{meta['date']}, sequences of {SEQ_LEN} tokens, {args.repeats} repeats, fast and naive "
+        "interleaved; sizes at the middle of the tokens axis. Times and speed-ups: median "
+        "[interquartile range]; growth exponents: slope [95% interval]. Peak of this device: "
+        f"{peak / 1e9:.1f} GFLOP/s (a 2048 x 2048 float32 matrix product).\n\n"
+        + table.to_markdown(floatfmt=".3g")
         + "\n"
     )
     if not args.device.startswith("cuda"):
