@@ -1,0 +1,96 @@
+"""Capabilities through lm-evaluation-harness: the suite's probes exported as lm-eval tasks
+score a test bed exactly as cgclib does; a local multiple-choice task (the form of the
+papers' zero-shot tasks) is scored offline as its definition says; the hub's tasks offline
+fail at once with the reason."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cgclib.harness import ZERO_SHOT_TASKS, HarnessError, evaluate_tasks, export_probe_tasks
+
+
+def test_lm_eval_and_cgclib_score_a_testbed_the_same(tmp_path):
+    from cgclib.evaluation import evaluate_probes
+    from cgclib.subjects import load_subject
+
+    subject = load_subject("testbed-gpt2", "cpu", n_probes=20, n_paragraphs=2, seed=3)
+    names = export_probe_tasks(subject.suite, subject.tokenizer.bos_token, tmp_path, 20, seed=3)
+    scored = evaluate_tasks(subject.model, subject.tokenizer, names, include_path=tmp_path, batch_size=32)
+    accuracies = []
+    for task, probes in subject.data.probes.items():
+        ours = evaluate_probes(subject.model, probes)
+        theirs = scored[f"cgc_{task}"]
+        assert theirs["acc"] == pytest.approx(ours.accuracy, abs=1e-12), task
+        assert theirs["perplexity"] == pytest.approx(np.exp(ours.answer_nll.mean()), rel=1e-4), task
+        accuracies.append(ours.accuracy)
+    assert min(accuracies) < 1.0  # some probes fail: the agreement covers wrong answers too
+
+
+def _multiple_choice_task(folder, docs):
+    data = folder / "mini.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    spec = {
+        "task": "mini_mc",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "Question: {{question}}\nAnswer:",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{label}}",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }
+    (folder / "mini_mc.yaml").write_text(yaml.safe_dump(spec))
+
+
+def test_a_local_multiple_choice_task_is_scored_offline_as_defined(tmp_path, standins):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(standins["gpt2"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(standins["gpt2"])
+    docs = [
+        {"question": f"the {w} cat sees which bird", "choices": ["the red one", "a small dog", "every tree"], "label": i % 3}
+        for i, w in enumerate(["old", "red", "small", "gentle", "bright", "young"])
+    ]
+    _multiple_choice_task(tmp_path, docs)
+    scored = evaluate_tasks(model, tokenizer, ["mini_mc"], include_path=tmp_path, batch_size=4)["mini_mc"]
+
+    def loglikelihood(context: str, continuation: str) -> float:
+        context_ids = tokenizer(context)["input_ids"]
+        ids = tokenizer(context + continuation)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), -1)
+        return float(sum(logp[t - 1, ids[t]] for t in range(len(context_ids), len(ids))))
+
+    right = [
+        int(np.argmax([loglikelihood(f"Question: {d['question']}\nAnswer:", " " + c) for c in d["choices"]]) == d["label"])
+        for d in docs
+    ]
+    assert scored["acc"] == pytest.approx(np.mean(right))
+
+
+def test_the_papers_tasks_offline_fail_at_once_with_the_reason(monkeypatch, standins):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(standins["gpt2"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(standins["gpt2"])
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.perf_counter()
+    with pytest.raises(HarnessError, match="boolq"):
+        evaluate_tasks(model, tokenizer, ["boolq"])
+    assert time.perf_counter() - started < 60
+    assert set(ZERO_SHOT_TASKS) == {"boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"}
+
+
+def test_an_unknown_task_is_named():
+    from tests.tiny_models import tiny_gpt2
+
+    with pytest.raises(HarnessError, match="knows no task no_such_task"):
+        evaluate_tasks(tiny_gpt2(), None, ["no_such_task"])
