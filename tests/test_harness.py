@@ -50,13 +50,16 @@ def _multiple_choice_task(folder, docs):
     (folder / "mini_mc.yaml").write_text(yaml.safe_dump(spec))
 
 
+CHOICES = ["the red one", "a small dog", "every tree"]
+
+
 def test_a_local_multiple_choice_task_is_scored_offline_as_defined(tmp_path, standins):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(standins["gpt2"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(standins["gpt2"])
     docs = [
-        {"question": f"the {w} cat sees which bird", "choices": ["the red one", "a small dog", "every tree"], "label": i % 3}
+        {"question": f"the {w} cat sees which bird", "choices": CHOICES, "label": i % 3}
         for i, w in enumerate(["old", "red", "small", "gentle", "bright", "young"])
     ]
     _multiple_choice_task(tmp_path, docs)
@@ -69,10 +72,10 @@ def test_a_local_multiple_choice_task_is_scored_offline_as_defined(tmp_path, sta
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].double(), -1)
         return float(sum(logp[t - 1, ids[t]] for t in range(len(context_ids), len(ids))))
 
-    right = [
-        int(np.argmax([loglikelihood(f"Question: {d['question']}\nAnswer:", " " + c) for c in d["choices"]]) == d["label"])
-        for d in docs
-    ]
+    right = []
+    for d in docs:
+        scores = [loglikelihood(f"Question: {d['question']}\nAnswer:", " " + c) for c in d["choices"]]
+        right.append(int(np.argmax(scores) == d["label"]))
     assert scored["acc"] == pytest.approx(np.mean(right))
 
 
@@ -86,7 +89,8 @@ def test_the_papers_tasks_offline_fail_at_once_with_the_reason(monkeypatch, stan
     with pytest.raises(HarnessError, match="boolq"):
         evaluate_tasks(model, tokenizer, ["boolq"])
     assert time.perf_counter() - started < 60
-    assert set(ZERO_SHOT_TASKS) == {"boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"}
+    papers = {"boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"}
+    assert set(ZERO_SHOT_TASKS) == papers
 
 
 def test_an_unknown_task_is_named():
