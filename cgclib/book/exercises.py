@@ -94,9 +94,7 @@ def index_page(root: Path | None = None) -> str:
         count = len(chapter.exercises)
         where = f"From {{ref}}`{chapter.label}`, {count} exercises, about {minutes} minutes"
         parts.append(f"\n## {chapter.title}\n\n{where}:\n\n")
-        parts += [
-            f"- {{numref}}`{e.label}`: {e.title} ({e.difficulty}, {e.minutes} min)\n" for e in chapter.exercises
-        ]
+        parts += [f"- {{numref}}`{e.label}`: {e.title} ({e.difficulty}, {e.minutes} min)\n" for e in chapter.exercises]
     return "".join(parts)
 
 
