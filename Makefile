@@ -10,6 +10,7 @@
 #   make saes     retrain the SAEs the book uses (data/saes) from scratch and ship them
 #   make replicates  run the chapters on the other training seeds where not cached; ship the records and tables
 #   make bench    run the benchmarks into _build/bench
+#   make pdf      the whole book as one PDF, _build/pdf/book.pdf (after make book; needs Chromium)
 #   make lock     regenerate constraints.txt from a fresh environment
 
 SHELL := /bin/bash
@@ -19,7 +20,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test test-unit lint lint-notebooks format testbed saes replicates bench lock clean install static browser
+.PHONY: book test test-unit lint lint-notebooks format testbed saes replicates bench lock clean install static browser pdf
 
 install: $(STAMP)
 
@@ -106,6 +107,11 @@ replicates: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m cgclib.book.bench
+
+# One page of the whole book (jupyter-book's singlehtml, from the execution cache of make book)
+# printed to PDF by headless Chromium, offline (cgclib.book.pdf).
+pdf: $(STAMP) static browser
+	$(BIN)/python -m cgclib.book.pdf
 
 lock:
 	rm -rf /tmp/cgc-lock-venv && $(PYTHON) -m venv /tmp/cgc-lock-venv

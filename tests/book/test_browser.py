@@ -283,3 +283,18 @@ def test_verdict_colours_are_legible_in_both_themes(browser, site_url, theme):
     contrast = browser.execute_script(VERDICT_CONTRAST, theme)
     assert contrast, "no verdict on the ledger page"
     assert all(ratio >= 4.5 for ratio in contrast.values()), f"{theme} theme: contrast {contrast}"
+
+
+def test_the_whole_book_prints_to_one_pdf_with_its_formulas_typeset(browser, ci_book):
+    """`make pdf`'s route on the CI book: the single-page build, every formula typeset by
+    MathJax, printed by Chromium into one PDF with at least a page per chapter page."""
+    from cgclib.book.pdf import build_singlehtml, page_count, print_to_pdf
+
+    site = build_singlehtml(ci_book.parent.parent)
+    out = print_to_pdf(site, site.parent / "pdf" / "book.pdf", driver=browser)
+    pdf = out.read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    assert page_count(pdf) >= len(_pages())
+    unrendered = browser.execute_script("return document.querySelectorAll('.math:not(:has(mjx-container))').length")
+    typeset = browser.execute_script("return document.querySelectorAll('mjx-container').length")
+    assert unrendered == 0 and typeset > 100
