@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,10 +56,10 @@ def config(architecture: str, vocab_size: int, n_layers: int = 6, width: int = 6
     heads where the architecture groups queries."""
     from transformers import GPT2Config, MistralConfig, Qwen2Config
 
-    common = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+    common: dict[str, Any] = dict(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
     if architecture == "gpt2":
         return GPT2Config(n_positions=positions, n_embd=width, n_layer=n_layers, n_head=4, n_inner=4 * width, **common)
-    grouped = dict(
+    grouped: dict[str, Any] = dict(
         hidden_size=width,
         intermediate_size=3 * width,
         num_hidden_layers=n_layers,
