@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from ..checks import CHECKERS
 from ..paths import project_root
 from ..storage import atomic_write_bytes
 
@@ -87,14 +88,19 @@ def index_page(root: Path | None = None) -> str:
         "(ch-exercises)=\n# Exercises\n\n"
         "Every exercise in the book, by chapter, with its difficulty and the time it takes a student\n"
         "who has read the chapter. The solutions are folded under each exercise; open them after\n"
-        "trying.\n"
+        "trying. Those marked *self-check* have a checker that says whether an answer is right, or\n"
+        "what is wrong with it, without showing the answer: in a notebook,\n"
+        '`from cgclib.checks import check`, then `check("<label>", answer)` with the label shown\n'
+        "here.\n"
     ]
     for chapter in chapters(root):
         minutes = sum(e.minutes for e in chapter.exercises)
         count = len(chapter.exercises)
         where = f"From {{ref}}`{chapter.label}`, {count} exercises, about {minutes} minutes"
         parts.append(f"\n## {chapter.title}\n\n{where}:\n\n")
-        parts += [f"- {{numref}}`{e.label}`: {e.title} ({e.difficulty}, {e.minutes} min)\n" for e in chapter.exercises]
+        for e in chapter.exercises:
+            checked = f", self-check `{e.label}`" if e.label in CHECKERS else ""
+            parts.append(f"- {{numref}}`{e.label}`: {e.title} ({e.difficulty}, {e.minutes} min{checked})\n")
     return "".join(parts)
 
 
