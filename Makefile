@@ -11,6 +11,7 @@
 #   make replicates  run the chapters on the other training seeds where not cached; ship the records and tables
 #   make bench    run the benchmarks into _build/bench
 #   make pdf      the whole book as one PDF, _build/pdf/book.pdf (after make book; needs Chromium)
+#   make student  the student edition: each chapter's notebook with its exercises, no solutions
 #   make lock     regenerate constraints.txt from a fresh environment
 
 SHELL := /bin/bash
@@ -20,7 +21,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax
 
-.PHONY: book test test-unit lint lint-notebooks format testbed saes replicates bench lock clean install static browser pdf
+.PHONY: book test test-unit lint lint-notebooks format testbed saes replicates bench lock clean install static browser pdf student
 
 install: $(STAMP)
 
@@ -112,6 +113,10 @@ bench: $(STAMP)
 # printed to PDF by headless Chromium, offline (cgclib.book.pdf).
 pdf: $(STAMP) static browser
 	$(BIN)/python -m cgclib.book.pdf
+
+# Each chapter's notebook followed by its exercises and answer cells, solutions left out.
+student: $(STAMP)
+	$(BIN)/python -m cgclib.book.student
 
 lock:
 	rm -rf /tmp/cgc-lock-venv && $(PYTHON) -m venv /tmp/cgc-lock-venv

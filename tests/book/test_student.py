@@ -1,0 +1,54 @@
+"""The student edition: every chapter with exercises, no solutions, a scaffold that calls
+the checker where there is one; a student notebook executes from the top through its
+exercises."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from cgclib.book.exercises import chapters
+from cgclib.book.student import write_student_edition
+
+from ..conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def edition(tmp_path_factory):
+    return write_student_edition(tmp_path_factory.mktemp("student"), ROOT)
+
+
+def test_every_chapter_with_exercises_has_a_student_notebook_without_solutions(edition):
+    names = {p.stem for p in edition}
+    pages = {c.label for c in chapters(ROOT)}
+    assert len(names) == len(pages)
+    for path in edition:
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+        page = (ROOT / "book" / f"{path.stem}.md").read_text()
+        for label, solution in re.findall(r"```\{solution\} (\S+)\n:class: dropdown\n\n(.+?)\n", page):
+            assert solution not in text, f"{path.name}: the solution of {label} leaked"
+            assert "{solution}" not in text
+        label = re.match(r"\((?P<label>[\w-]+)\)=", page).group("label")
+        (chapter,) = [c for c in chapters(ROOT) if c.label == label]
+        for exercise in chapter.exercises:
+            assert exercise.title in text, exercise.label
+
+
+def test_a_student_notebook_executes_through_its_exercises(edition, tmp_path):
+    import papermill
+
+    (path,) = [p for p in edition if p.stem == "phase_transitions"]
+    spec = __import__("yaml").safe_load((ROOT / "tests" / "book" / "ci_parameters.yaml").read_text())
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(
+        str(path),
+        str(out),
+        parameters={**spec["phase_transitions"]["parameters"], "replicates": []},
+        cwd=str(ROOT / "notebooks"),
+        progress_bar=False,
+    )
+    cells = nbformat.read(out, as_version=4).cells
+    scaffolds = [c for c in cells if c.cell_type == "code" and 'check("ex-' in c.source]
+    assert scaffolds and all("ex-phase-groups: give 2 numbers" in str(c.outputs) for c in scaffolds)
