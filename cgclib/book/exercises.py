@@ -43,6 +43,7 @@ class ChapterExercises:
     label: str  # the chapter page's reference label, e.g. ch-density
     title: str
     exercises: list[Exercise]
+    page: Path  # the book page they are on
 
 
 def page_exercises(text: str, where: str = "?") -> list[Exercise]:
@@ -78,7 +79,7 @@ def chapters(root: Path | None = None) -> list[ChapterExercises]:
         label = re.match(r"\((?P<label>[\w-]+)\)=\n# (?P<title>.+)\n", text)
         if label is None:
             raise ExerciseError(f"{path}: a page with exercises starts with its label and title")
-        out.append(ChapterExercises(label.group("label"), label.group("title"), exercises))
+        out.append(ChapterExercises(label.group("label"), label.group("title"), exercises, path))
     return out
 
 

@@ -43,16 +43,15 @@ def student_notebook(chapter: str, root: Path | None = None):
     import nbformat
 
     root = root or project_root()
-    page_of = {c.label: c for c in chapters(root)}
     page_path = root / "book" / f"{chapter}.md"
-    page = page_path.read_text()
-    label = re.match(r"\((?P<label>[\w-]+)\)=", page)
-    if label is None or label.group("label") not in page_of:
+    found = [c for c in chapters(root) if c.page == page_path]
+    if not found:
         return None
+    page = page_path.read_text()
     statements = exercise_statements(page)
     notebook = jupytext.read(list_chapters(root)[chapter].path)
     cells = [nbformat.v4.new_markdown_cell("## Exercises\n\nThe book's page of this chapter explains the ideas.")]
-    for exercise in page_of[label.group("label")].exercises:
+    for exercise in found[0].exercises:
         heading = f"### {exercise.title} ({exercise.difficulty}, {exercise.minutes} min)"
         cells.append(nbformat.v4.new_markdown_cell(f"{heading}\n\n{statements[exercise.label]}"))
         if exercise.label in CHECKERS:
