@@ -305,3 +305,25 @@ def test_a_pooled_record_carries_each_seed_s_verdict_and_a_forged_one_is_rejecte
         ours.as_record()
     _, single = _record(tmp_path)
     assert "seeds" not in single["ours"] and format_seeds(single) == ""
+
+
+def test_a_claim_not_measured_is_kept_with_its_reason_and_never_doubles_a_record(tmp_path):
+    ledger = _ledger(tmp_path)
+    ledger.not_applicable("demo.model.capability", "no capability probes")
+    kept = json.loads((tmp_path / "demo.not_measured.json").read_text())
+    assert kept == [{"id": "demo.model.capability", "notebook": "demo", "reason": "no capability probes"}]
+    with pytest.raises(LedgerError, match="already recorded or declared not measured"):
+        ledger.not_applicable("demo.model.capability", "again")
+    with pytest.raises(LedgerError, match="say why"):
+        ledger.not_applicable("demo.model.other", "  ")
+    with pytest.raises(LedgerError, match="dotted lower-case"):
+        ledger.not_applicable("Demo Claim", "a reason")
+    with pytest.raises(LedgerError, match="duplicate claim id"):  # a record cannot follow it either
+        ledger.record(
+            id="demo.model.capability",
+            kind="paper claim",
+            claim="c",
+            ours=Ours(1.0, 1, "s"),
+            rule=Exceeds(0.0),
+            source="test",
+        )
