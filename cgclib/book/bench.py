@@ -458,7 +458,7 @@ def growth(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _spread(values: pd.Series) -> str:
-    """Median [first quartile, third quartile], two significant digits."""
+    """Median [first quartile, third quartile], three significant digits."""
     q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75])
     return f"{median:.3g} [{q1:.3g}, {q3:.3g}]"
 
