@@ -90,7 +90,7 @@ def _local(path: Path) -> Corpus:
 
 
 @contextmanager
-def _offline_unless_reachable() -> Iterator[None]:
+def offline_unless_reachable() -> Iterator[None]:
     """Where the hub cannot be reached, `datasets` in offline mode for the duration: a cached
     dataset still loads, and a missing one fails at once instead of after a minute of
     retries."""
@@ -121,7 +121,7 @@ def load_corpus(spec: str) -> Corpus:
         raise CorpusUnavailableError(f"the text {spec!r} looks like a local path, but nothing exists there")
     name, _, config = spec.partition(":")
     try:
-        with _offline_unless_reachable():
+        with offline_unless_reachable():
             from datasets import load_dataset
 
             splits = load_dataset(name, config or None)

@@ -20,7 +20,7 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -40,16 +40,55 @@ def model_device(model: torch.nn.Module) -> torch.device:
 @dataclass(frozen=True)
 class ProbeSet:
     """Probes of one capability as a right-padded batch. `answer_mask[i, t]` marks the
-    tokens that must be predicted (from position t - 1) for example i to count as correct."""
+    tokens that must be predicted (from position t - 1) for row i to count as correct.
+
+    A test bed's probe is one row, right when every answer token is the top prediction.
+    A multiple-choice task (`cgclib.harness.task_probes`) has one row per choice:
+    `doc_of_row[i]` is the probe row i belongs to and `gold_row[j]` the row of probe j's
+    right choice; probe j is right when its right choice has the highest log-likelihood of
+    its rows (lm-eval's `acc`). `examples` holds what each probe was made from: the suite's
+    examples, or lm-eval's documents."""
 
     task: str
     input_ids: torch.Tensor
     answer_mask: torch.Tensor
     attention_mask: torch.Tensor
-    examples: tuple[Example, ...]
+    examples: tuple[Any, ...]
+    doc_of_row: torch.Tensor | None = None
+    gold_row: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    @property
+    def is_choice(self) -> bool:
+        return self.doc_of_row is not None
+
+    def head(self, n: int) -> ProbeSet:
+        """The first `n` probes (all their rows)."""
+        if self.doc_of_row is None or self.gold_row is None:
+            rows = slice(0, n)
+            return ProbeSet(
+                self.task, self.input_ids[rows], self.answer_mask[rows], self.attention_mask[rows], self.examples[:n]
+            )
+        keep = self.doc_of_row < n
+        return ProbeSet(
+            self.task,
+            self.input_ids[keep],
+            self.answer_mask[keep],
+            self.attention_mask[keep],
+            self.examples[:n],
+            self.doc_of_row[keep],
+            self.gold_row[:n],  # rows of the first probes come first, so indices hold
+        )
+
+    @property
+    def gold(self) -> ProbeSet:
+        """The probes' right answers alone, one row each (self for a test bed's probes)."""
+        if self.doc_of_row is None or self.gold_row is None:
+            return self
+        g = self.gold_row
+        return ProbeSet(self.task, self.input_ids[g], self.answer_mask[g], self.attention_mask[g], self.examples)
 
 
 def build_probe_set(tokenizer, task: str, examples: list[Example], bos: bool = True) -> ProbeSet:
@@ -127,7 +166,7 @@ def max_batch_tokens(vocab_size: int | None, memory_bytes: int | None = None) ->
     """Tokens per evaluation batch whose logits stay within `memory_bytes` (default
     `eval_memory_bytes()`), at most MAX_BATCH_TOKENS. The logits dominate an evaluation's
     peak: with GPT-2's 50,257 entries, 32,768 tokens would take 6.6 GB per copy and about
-    20 GB in all; the default budget of 4 GiB allows 7,122 tokens. A test bed's vocabulary
+    20 GB in all; the default budget of 4 GiB allows 7,121 tokens. A test bed's vocabulary
     is small enough for the cap to bind; a model of unknown vocabulary gets the cap."""
     if vocab_size is None:
         return MAX_BATCH_TOKENS
@@ -138,9 +177,10 @@ def max_batch_tokens(vocab_size: int | None, memory_bytes: int | None = None) ->
 def vocabulary_size(model: nn.Module) -> int | None:
     """Entries of the model's output layer (the config's count can differ from it); None
     for a model that declares neither (a stand-in written for a test)."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    get_head = getattr(model, "get_output_embeddings", None)  # Hugging Face models have it
+    head = cast(nn.Module | None, get_head()) if callable(get_head) else None
     if head is not None:
-        return int(head.weight.shape[0])
+        return int(cast(torch.Tensor, head.weight).shape[0])
     config = getattr(model, "config", None)
     return int(config.vocab_size) if config is not None else None
 
@@ -245,9 +285,23 @@ def score_rows(
     return RowScores(nll.numpy(), tokens.numpy(), exact.numpy())
 
 
+def probe_result(probes: ProbeSet, rows: RowScores) -> ProbeResult:
+    """The result of `probes` from the scores of their rows, in order. For a test bed's
+    probes, exact match; for a multiple-choice task, whether the right choice has the
+    highest log-likelihood (the first of equals wins, as `numpy.argmax` in lm-eval), and
+    the NLL and length of the right choice."""
+    if probes.doc_of_row is None or probes.gold_row is None:
+        return ProbeResult(probes.task, rows.exact, rows.nll, rows.tokens)
+    doc = probes.doc_of_row.numpy()
+    gold = probes.gold_row.numpy()
+    first = np.searchsorted(doc, np.arange(len(gold)))  # each probe's first row
+    best = np.array([first[j] + np.argmax(-rows.nll[doc == j]) for j in range(len(gold))], dtype=np.int64)
+    return ProbeResult(probes.task, best == gold, rows.nll[gold], rows.tokens[gold])
+
+
 def evaluate_probes(model: nn.Module, probes: ProbeSet, batch_size: int = 512) -> ProbeResult:
     rows = score_rows(model, probes.input_ids, probes.answer_mask, probes.attention_mask, batch_size)
-    return ProbeResult(probes.task, rows.exact, rows.nll, rows.tokens)
+    return probe_result(probes, rows)
 
 
 @dataclass(frozen=True)
@@ -348,6 +402,8 @@ class EvaluationData:
             p = self.probes[task]
             h.update(task.encode())
             tensors += [p.input_ids, p.answer_mask, p.attention_mask]
+            if p.doc_of_row is not None:
+                tensors += [p.doc_of_row, p.gold_row]
         for t in tensors:
             h.update(b"-" if t is None else str(tuple(t.shape)).encode() + t.cpu().contiguous().numpy().tobytes())
         if self.mixture_windows is not None:
@@ -372,16 +428,7 @@ class EvaluationData:
         def mixture(t):
             return head(t, n_mixture) if n_mixture > 0 else None
 
-        probes = {
-            task: ProbeSet(
-                task,
-                p.input_ids[:n_probes],
-                p.answer_mask[:n_probes],
-                p.attention_mask[:n_probes],
-                p.examples[:n_probes],
-            )
-            for task, p in self.probes.items()
-        }
+        probes = {task: p.head(n_probes) for task, p in self.probes.items()}
         return EvaluationData(
             self.windows[:n_windows],
             head(self.score),
@@ -495,8 +542,8 @@ def evaluate(model: nn.Module, data: EvaluationData, batch_size: int = 256, prog
         mixture = PerplexityResult.of_windows(rows.nll[ends[0] : ends[1]], rows.tokens[ends[0] : ends[1]])
         ends = ends[1:]
     caps = {
-        task: ProbeResult(task, rows.exact[a:b], rows.nll[a:b], rows.tokens[a:b])
-        for task, a, b in zip(data.probes, ends[:-1], ends[1:], strict=True)
+        task: probe_result(probes, RowScores(rows.nll[a:b], rows.tokens[a:b], rows.exact[a:b]))
+        for (task, probes), a, b in zip(data.probes.items(), ends[:-1], ends[1:], strict=True)
     }
     return Profile(language, caps, mixture)
 

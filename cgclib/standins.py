@@ -13,6 +13,7 @@ that every chapter runs, end to end, on models and text that are not the test be
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from .grammar import Grammar
 
 ARCHITECTURES = ("gpt2", "mistral", "qwen2")
 TEXT_FILE = "text.txt"
+TASKS_FOLDER = "tasks"
+TASKS = ("standin_next_word", "standin_last_word")  # local lm-eval tasks: a stand-in's capabilities
 
 
 def write_text(path: Path, n_paragraphs: int = 3000, seed: int = 0) -> Path:
@@ -75,15 +78,58 @@ def config(architecture: str, vocab_size: int, n_layers: int = 6, width: int = 6
     raise ValueError(f"unknown architecture {architecture!r}; stand-ins exist for {', '.join(ARCHITECTURES)}")
 
 
+def write_tasks(folder: Path, n_docs: int = 200, seed: int = 0) -> Path:
+    """Two multiple-choice lm-eval tasks in `folder` (`TASKS`), in the form of the papers'
+    zero-shot tasks, from the background grammar: which of three words comes next in a
+    sentence, and which ends it. Stand-ins are random, so they score near chance: the tasks
+    are there for the chapters' capability code to run on, not to be solved."""
+    import yaml
+
+    grammar, rng = Grammar(), np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    docs: dict[str, list[dict]] = {task: [] for task in TASKS}
+    while min(map(len, docs.values())) < n_docs:
+        words = [t for t in grammar.paragraph(rng).tokens if t.isalpha()]
+        if len(words) < 8:
+            continue
+        cut = int(rng.integers(3, len(words) - 1))
+        for task, (context, answer) in zip(TASKS, ((words[:cut], words[cut]), (words[:-1], words[-1])), strict=True):
+            others = sorted(set(words) - {answer})
+            if len(others) < 2:
+                continue
+            choices = [answer, *(str(w) for w in rng.choice(others, size=2, replace=False))]
+            order = rng.permutation(3)
+            docs[task].append(
+                {"context": " ".join(context), "choices": [choices[i] for i in order], "label": int(np.argmin(order))}
+            )
+    for task, rows in docs.items():
+        data = folder / f"{task}.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in rows[:n_docs]), encoding="utf-8")
+        spec = {
+            "task": task,
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+            "test_split": "test",
+            "output_type": "multiple_choice",
+            "doc_to_text": "{{context}}",
+            "doc_to_choice": "{{choices}}",
+            "doc_to_target": "{{label}}",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        }
+        (folder / f"{task}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return folder
+
+
 def write_standins(folder: Path, n_layers: int = 6, seed: int = 0) -> dict[str, Path]:
-    """Write the text and one stand-in per architecture under `folder`; return their paths
-    (the architectures' names, and `text`)."""
+    """Write the text, the local tasks and one stand-in per architecture under `folder`;
+    return their paths (the architectures' names, `text` and `tasks`)."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     text = write_text(folder / TEXT_FILE, seed=seed)
     tokenizer = train_tokenizer(text)
-    paths = {"text": text}
+    paths = {"text": text, "tasks": write_tasks(folder / TASKS_FOLDER, seed=seed)}
     for architecture in ARCHITECTURES:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config(architecture, len(tokenizer), n_layers))

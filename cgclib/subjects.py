@@ -4,8 +4,9 @@ A *subject* bundles the loaded model and tokenizer with its evaluation data: for
 bed, held-out capability probes, background-language paragraphs and rows of the training
 mixture from its capability suite; for any other model, the text its chapter's `text`
 parameter names (`cgclib.corpus`: WikiText-2 from the hub by default, or a local file or
-folder). Chapters call `load_subject(model, device, dtype, ...)` once and pass the subject
-around.
+folder) and, as its capabilities, the lm-eval tasks the `tasks` parameter names
+(`cgclib.harness.task_probes`). Chapters call `load_subject(model, device, dtype, ...)` once
+and pass the subject around.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ import torch
 
 from . import corpus as corpora
 from .evaluation import EvaluationData, Profile, evaluate
+from .harness import task_probes
 from .models import CheckpointError, LoadedModel, is_testbed, load_model
 from .suite import CapabilitySuite
 
 CALIBRATION_SEED_OFFSET = 1000  # calibration text never shares a stream with training
-NO_PROBES = "the model has no capability probes: they exist for the test beds' capability suite only"
+NO_PROBES = (
+    "the model has no capability probes: it is not a test bed, and the chapter's `tasks` parameter names "
+    "no lm-eval task to read its capabilities from"
+)
 
 
 def set_seed(seed: int) -> None:
@@ -106,6 +111,9 @@ def load_subject(
     eval_seq_len: int = 1024,
     n_mixture: int | None = None,
     text: str = corpora.DEFAULT_TEXT,
+    tasks: list[str] | tuple[str, ...] = (),
+    task_path: str = "",
+    num_fewshot: int = 0,
 ) -> Subject:
     """Load a model and its evaluation data. For a test bed, `n_probes` held-out probes per
     capability, `n_paragraphs` background-language paragraphs and `n_mixture` (default
@@ -114,6 +122,9 @@ def load_subject(
     another model, `n_paragraphs` windows of `eval_seq_len` tokens of the evaluation part
     of `text` (see `cgclib.corpus`; test beds ignore it) and no mixture rows: that text is
     already the general text such a model was trained on, so `n_mixture` must be None or 0.
+    Its capabilities are the first `n_probes` documents of each lm-eval task in `tasks`
+    (with the task files in `task_path`, and `num_fewshot` in-context examples); none if
+    `tasks` is empty. Test beds ignore these three: they have their suite.
 
     A test bed is evaluated with the suite and the held-out split it was trained on: the
     card's `suite_seed`, `split_version` and `fact_paraphrases`; a card without them (the
@@ -143,7 +154,12 @@ def load_subject(
     corpus = corpora.load_corpus(text)
     ids = corpora.token_ids(loaded.tokenizer, corpus.evaluation)
     windows = corpora.windows(ids, n_paragraphs, seq_len, seed)
-    return Subject(name, loaded, None, EvaluationData(windows), corpus)
+    probes = (
+        task_probes(loaded.model, loaded.tokenizer, tasks, task_path or None, n_probes, num_fewshot, seed)
+        if tasks
+        else {}
+    )
+    return Subject(name, loaded, None, EvaluationData(windows, probes=probes), corpus)
 
 
 def describe(profile: Profile) -> str:

@@ -13,7 +13,15 @@ import pytest
 import torch
 import yaml
 
-from cgclib.harness import ZERO_SHOT_TASKS, HarnessError, evaluate_tasks, export_probe_tasks
+from cgclib.harness import (
+    ZERO_SHOT,
+    ZERO_SHOT_TASKS,
+    HarnessError,
+    evaluate_tasks,
+    expand_tasks,
+    export_probe_tasks,
+    task_probes,
+)
 
 
 def test_lm_eval_and_cgclib_score_a_testbed_the_same(tmp_path):
@@ -78,6 +86,44 @@ def test_a_local_multiple_choice_task_is_scored_offline_as_defined(tmp_path, sta
         right.append(int(np.argmax(scores) == d["label"]))
     assert scored["acc"] == pytest.approx(np.mean(right))
 
+    # the same task as cgclib probes: the same answer, document by document
+    from cgclib.evaluation import EvaluationData, evaluate, evaluate_probes
+
+    probes = task_probes(model, tokenizer, ["mini_mc"], include_path=tmp_path)["mini_mc"]
+    assert len(probes) == len(docs) and len(probes.input_ids) == 3 * len(docs)
+    ours = evaluate_probes(model, probes)
+    assert ours.correct.astype(int).tolist() == right
+    gold_nll = [-loglikelihood(f"Question: {d['question']}\nAnswer:", " " + d["choices"][d["label"]]) for d in docs]
+    np.testing.assert_allclose(ours.answer_nll, gold_nll, rtol=1e-4)
+    # inside a whole evaluation, next to language rows, and on a subset of the probes
+    language = torch.tensor([tokenizer("the red cat sees a small dog every day")["input_ids"]])
+    data = EvaluationData(language, probes={"mini_mc": probes})
+    assert evaluate(model, data).capabilities["mini_mc"].correct.astype(int).tolist() == right
+    assert evaluate(model, data.subset(4, 1)).capabilities["mini_mc"].correct.astype(int).tolist() == right[:4]
+    assert len(probes.gold.input_ids) == len(docs)
+
+
+def test_exported_probes_through_task_probes_score_as_the_suite(tmp_path):
+    from cgclib.evaluation import evaluate_probes
+    from cgclib.subjects import load_subject
+
+    subject = load_subject("testbed-gpt2", "cpu", n_probes=20, n_paragraphs=2, seed=3)
+    names = export_probe_tasks(subject.suite, subject.tokenizer.bos_token, tmp_path, 20, seed=3)
+    probes = task_probes(subject.model, subject.tokenizer, names, include_path=tmp_path)
+    for task, suite_probes in subject.data.probes.items():
+        ours = evaluate_probes(subject.model, suite_probes)
+        theirs = evaluate_probes(subject.model, probes[f"cgc_{task}"])
+        assert theirs.correct.tolist() == ours.correct.tolist(), task
+        np.testing.assert_allclose(theirs.answer_nll, ours.answer_nll, rtol=1e-5)
+    # in context: two solved training examples before each probe lengthen every prompt
+    shots = task_probes(subject.model, subject.tokenizer, names[:1], include_path=tmp_path, num_fewshot=2)
+    zero = probes[names[0]]
+    assert (shots[names[0]].attention_mask.sum(1) > zero.attention_mask.sum(1)).all()
+
+
+def test_zero_shot_expands_to_the_papers_tasks():
+    assert expand_tasks([ZERO_SHOT, "boolq", "mini"]) == [*ZERO_SHOT_TASKS, "mini"]
+
 
 def test_the_papers_tasks_offline_fail_at_once_with_the_reason(monkeypatch, standins):
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,6 +134,8 @@ def test_the_papers_tasks_offline_fail_at_once_with_the_reason(monkeypatch, stan
     started = time.perf_counter()
     with pytest.raises(HarnessError, match="boolq"):
         evaluate_tasks(model, tokenizer, ["boolq"])
+    with pytest.raises(HarnessError, match="tasks \\[\\]"):
+        task_probes(model, tokenizer, ["boolq"])
     assert time.perf_counter() - started < 60
     papers = {"boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"}
     assert set(ZERO_SHOT_TASKS) == papers

@@ -192,6 +192,11 @@ def _model_problems(values: Mapping[str, Any]) -> list[str]:
     text = values.get("text")
     if text and looks_like_path(text) and not Path(text).expanduser().exists():
         problems.append(f"text: {text!r} looks like a local path, but nothing exists there")
+    task_path = values.get("task_path")
+    if task_path and not Path(task_path).expanduser().is_dir():
+        problems.append(f"task_path: {task_path!r} is not a folder of lm-eval task files")
+    if values.get("num_fewshot", 0) < 0:
+        problems.append(f"num_fewshot: in-context examples cannot be negative, got {values['num_fewshot']}")
     return problems
 
 

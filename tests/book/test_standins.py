@@ -1,10 +1,12 @@
 """Every chapter on models that are not test beds: random-initialised stand-ins of GPT-2,
 Mistral (grouped-query attention, sliding window) and Qwen2 with a byte-level BPE tokenizer
-and no pad token, calibrated and evaluated on a local text file.
+and no pad token, calibrated and evaluated on a local text file, with two local lm-eval
+multiple-choice tasks as their capabilities.
 
 Each chapter runs with its CI parameters, smaller still, on two stand-ins (and a third as its deeper model
 where it has one), and must account for every claim it records on the test beds: recorded
-for the stand-in, or declared not measured with the reason (`Ledger.not_applicable`). What
+for the stand-in, or declared not measured with the reason (`Ledger.not_applicable`); with
+lm-eval tasks as capabilities, every one is recorded. What
 a stand-in cannot have is left out by construction and said here: the pooled family records
 (a stand-in has no training seeds to pool) and the second deeper model."""
 
@@ -15,9 +17,10 @@ import re
 
 import pytest
 
-from cgclib.book.chapters import run_chapter
+from cgclib.book.chapters import get_chapter, run_chapter
 from cgclib.book.validation import ParameterError, check_parameters
 from cgclib.ledger import NOT_MEASURED_SUFFIX, load_results
+from cgclib.standins import TASKS
 
 from ..conftest import ROOT
 
@@ -80,6 +83,9 @@ def test_every_chapter_runs_on_standins_and_accounts_for_every_claim(chapter, st
         "text": str(standins["text"]),
         "replicates": [],
     }
+    has_tasks = "tasks" in get_chapter(chapter, ROOT).parameters()
+    if has_tasks:
+        parameters |= {"tasks": list(TASKS), "task_path": str(standins["tasks"])}
     if "deep_models" in parameters:
         parameters["deep_models"] = [str(standins[deep])]
     run = run_chapter(chapter, parameters, runs_dir=tmp_path, root=ROOT, progress=False)
@@ -89,6 +95,18 @@ def test_every_chapter_runs_on_standins_and_accounts_for_every_claim(chapter, st
     assert all(d["reason"] for d in declared)
     assert not recorded & not_measured
     assert recorded | not_measured == expected_claims(spec["claims"], first, second, deep)
+    if has_tasks:
+        assert not not_measured, f"claims without a record although the stand-ins have tasks: {not_measured}"
+
+
+def test_without_tasks_the_capability_claims_are_declared_not_measured(standins, tmp_path):
+    from cgclib.subjects import NO_PROBES
+
+    parameters = {**SMALLER["phase_transitions"], "model": str(standins["mistral"]), "second_model": ""}
+    parameters |= {"text": str(standins["text"]), "tasks": [], "replicates": []}
+    run = run_chapter("phase_transitions", parameters, runs_dir=tmp_path, root=ROOT, progress=False)
+    declared = json.loads((run.directory / f"phase_transitions{NOT_MEASURED_SUFFIX}").read_text())
+    assert declared and all(d["reason"] == NO_PROBES and d["id"].endswith("capabilities_first") for d in declared)
 
 
 def test_the_testbed_chapter_says_why_it_does_not_run_on_other_models(standins):
