@@ -8,7 +8,10 @@ what pruning the head's slice of the attention output projection does, and so me
 what structured pruning would cost. The effect of each head on
 each capability is the drop in exact-match accuracy; on the language, the change in
 log-perplexity. This is the ground truth the other importance signals are compared with.
-The blocks before the ablated head are computed once per layer (`cgclib.resume`).
+The blocks before the ablated head are computed once per layer (`cgclib.resume`), and
+the heads of a block are ablated several at a time, each in its own copy of a stacked batch
+(`evaluation.evaluate_variants`, `hooks.ablated_heads_by_variant`): one forward pass of
+the later blocks serves several variants, with the results of one pass per variant.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import components
-from .evaluation import EvaluationData, Profile, evaluate
-from .hooks import ablated_heads
+from .evaluation import EvaluationData, Profile, evaluate, evaluate_variants, max_batch_tokens, vocabulary_size
+from .hooks import ablated_heads_by_variant
 from .models import model_fingerprint
 from .paths import cache_dir
 from .resume import recorded_inputs, resumed_at
@@ -114,18 +117,34 @@ def _ablate_each_head(
 ) -> tuple[pd.DataFrame, Profile]:
     lay = components.layout(model)
     rows, dense = [], None
+    group = variants_per_pass(model, data, lay.n_heads)
     progress_bar = tqdm(total=lay.n_layers * lay.n_heads, desc="ablating heads", disable=not progress)
     for layer in range(lay.n_layers):
-        profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
+        profile, recorded = recorded_inputs(
+            model, layer, lambda: evaluate_variants(model, data, 1, batch_group=group)[0]
+        )
         dense = dense or profile  # the first recording run is the dense evaluation
-        for head in range(lay.n_heads):
-            with ablated_heads(model, [(layer, head)], means), resumed_at(model, recorded):
-                rows.append({"layer": layer, "head": head, **_effects(dense, evaluate(model, data))})
-            progress_bar.update()
+        for start in range(0, lay.n_heads, group):
+            heads = list(range(start, min(start + group, lay.n_heads)))
+            with ablated_heads_by_variant(model, layer, heads, means), resumed_at(model, recorded, len(heads)):
+                profiles = evaluate_variants(model, data, len(heads), batch_group=group)
+            for head, ablated in zip(heads, profiles, strict=True):
+                rows.append({"layer": layer, "head": head, **_effects(dense, ablated)})
+            progress_bar.update(len(heads))
     progress_bar.close()
     if dense is None:
         raise components.ComponentError("the model has no blocks whose heads could be ablated")
     return pd.DataFrame(rows).set_index(["layer", "head"]), dense
+
+
+def variants_per_pass(model: nn.Module, data: EvaluationData, most: int) -> int:
+    """How many variants of the model one forward pass evaluates (at most `most`): as many
+    as fit a pass of `max_batch_tokens` with each still holding a whole row of the widest
+    length, so batching costs no extra memory (every head of a block at once on the test
+    beds; a few at a time for a large vocabulary and 1,024-token windows)."""
+    parts = [data.windows, data.mixture_windows, *(p.input_ids for p in data.probes.values())]
+    widest = max(t.shape[1] for t in parts if t is not None)
+    return max(1, min(most, max_batch_tokens(vocabulary_size(model)) // widest))
 
 
 def capability_drops(effects: pd.DataFrame, graded: bool = False) -> pd.DataFrame:

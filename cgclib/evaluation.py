@@ -258,31 +258,57 @@ def score_rows(
     that counts, predicted from positions < t (column 0 never counts). `attention_mask`
     marks real tokens against padding (None: every token is real). Rows run in
     `length_batches`, so rows of any origin and length can share forward passes."""
+    return score_row_variants(model, input_ids, scored, attention_mask, 1, batch_size, progress)[0]
+
+
+@torch.no_grad()
+def score_row_variants(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    scored: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    variants: int = 1,
+    batch_size: int = 256,
+    progress: bool = False,
+    batch_group: int | None = None,
+) -> list[RowScores]:
+    """`score_rows` for `variants` versions of the model in one forward pass per batch:
+    each batch goes through the model `variants` times over, stacked (variant-major: rows
+    [v * B, (v + 1) * B) are variant v), and hooks the caller installed make the copies
+    differ (`hooks.ablated_heads_by_variant`). Batches are sized for `batch_group` variants
+    (default `variants`), each getting that share of the rows and tokens of one pass, so
+    that a pass holds no more than one unbatched pass, and so that evaluations with the
+    same `batch_group` cut the rows into the same batches (which `cgclib.resume` needs to
+    replay recorded passes)."""
+    group = variants if batch_group is None else batch_group
+    if variants < 1 or group < variants:
+        raise ValueError(f"need 1 <= variants <= batch_group, got {variants} and {group}")
     if scored.shape != input_ids.shape:
         raise ValueError(f"score mask shape {tuple(scored.shape)} differs from the rows {tuple(input_ids.shape)}")
     device = model_device(model)
     n = len(input_ids)
-    nll = torch.zeros(n, dtype=torch.float64)
-    tokens = torch.zeros(n, dtype=torch.long)
-    exact = torch.zeros(n, dtype=torch.bool)
+    nll = torch.zeros(variants, n, dtype=torch.float64)
+    tokens = torch.zeros(variants, n, dtype=torch.long)
+    exact = torch.zeros(variants, n, dtype=torch.bool)
     real = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-    max_tokens = max_batch_tokens(vocabulary_size(model))
+    max_tokens = max(1, max_batch_tokens(vocabulary_size(model)) // group)
     for rows, width in tqdm(
-        length_batches(real.bool() | scored.bool(), batch_size, max_tokens),
+        length_batches(real.bool() | scored.bool(), max(1, batch_size // group), max_tokens),
         desc="evaluation",
         disable=not progress,
         leave=False,
     ):
-        ids = input_ids[rows, :width].to(device)
-        attention = None if attention_mask is None else attention_mask[rows, :width].to(device)
-        keep = scored[rows, 1:width].to(device).bool()
+        ids = input_ids[rows, :width].to(device).repeat(variants, 1)
+        attention = None if attention_mask is None else attention_mask[rows, :width].to(device).repeat(variants, 1)
+        keep = scored[rows, 1:width].to(device).bool().repeat(variants, 1)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         targets = ids[:, 1:]
-        exact[rows] = ((logits.argmax(-1) == targets) | ~keep).all(dim=1).cpu()
+        right = ((logits.argmax(-1) == targets) | ~keep).all(dim=1)
         token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        nll[rows] = (token_nll * keep).sum(dim=1).double().cpu()
-        tokens[rows] = keep.sum(dim=1).cpu()
-    return RowScores(nll.numpy(), tokens.numpy(), exact.numpy())
+        exact[:, rows] = right.view(variants, -1).cpu()
+        nll[:, rows] = (token_nll * keep).sum(dim=1).double().view(variants, -1).cpu()
+        tokens[:, rows] = keep.sum(dim=1).view(variants, -1).cpu()
+    return [RowScores(nll[v].numpy(), tokens[v].numpy(), exact[v].numpy()) for v in range(variants)]
 
 
 def probe_result(probes: ProbeSet, rows: RowScores) -> ProbeResult:
@@ -528,13 +554,31 @@ def evaluate(model: nn.Module, data: EvaluationData, batch_size: int = 256, prog
     rows go through `score_rows` together, in batches of rows of similar length
     (`length_batches`) of at most `batch_size` rows and `max_batch_tokens` tokens, which takes
     fewer passes than scoring each part on its own."""
+    return evaluate_variants(model, data, 1, batch_size, progress)[0]
+
+
+def evaluate_variants(
+    model: nn.Module,
+    data: EvaluationData,
+    variants: int,
+    batch_size: int = 256,
+    progress: bool = False,
+    batch_group: int | None = None,
+) -> list[Profile]:
+    """`evaluate` for `variants` versions of the model that the caller's hooks tell apart
+    by their rows of a stacked batch (see `score_row_variants`, and `batch_group`)."""
     ids, scored, attention, counts = _rows_of(data)
     was_training = model.training
     model.eval()
     try:
-        rows = score_rows(model, ids, scored, attention, batch_size, progress)
+        scores = score_row_variants(model, ids, scored, attention, variants, batch_size, progress, batch_group)
     finally:
         model.train(was_training)
+    return [_profile(data, rows, counts) for rows in scores]
+
+
+def _profile(data: EvaluationData, rows: RowScores, counts: list[int]) -> Profile:
+    """The profile of `data` from the scores of its rows, laid out as `_rows_of` lays them."""
     ends = np.cumsum(counts)
     language = PerplexityResult.of_windows(rows.nll[: ends[0]], rows.tokens[: ends[0]])
     mixture = None

@@ -232,3 +232,32 @@ def ablated_heads(
     if missing:
         raise KeyError(f"no mean for head(s) {missing}: mean ablation needs the mean output of every ablated head")
     return replaced_heads(model, {h: means[h] for h in heads})
+
+
+@contextmanager
+def ablated_heads_by_variant(
+    model: nn.Module, layer: int, heads: list[int], means: Mapping[tuple[int, int], torch.Tensor] | None = None
+) -> Iterator[None]:
+    """For a batch that stacks `len(heads)` copies of the same rows (variant-major, as
+    `evaluation.score_row_variants` builds it), ablate head `heads[v]` of block `layer` in
+    copy v: zero ablation when `means` is None, else its output replaced by its mean, as
+    `ablated_heads` does for one head in a whole batch."""
+    lay = components.layout(model)
+    for head in heads:
+        components.check_head(model, layer, head)
+    if means is not None:
+        missing = [(layer, h) for h in heads if (layer, h) not in means]
+        if missing:
+            raise KeyError(f"no mean for head(s) {missing}: mean ablation needs the mean output of every ablated head")
+
+    def hook(module, args):
+        x = args[0]
+        if x.shape[0] % len(heads):
+            raise ValueError(f"a batch of {x.shape[0]} rows does not hold {len(heads)} equal copies")
+        z = x.view(len(heads), -1, *x.shape[1:-1], lay.n_heads, lay.head_dim).clone()
+        for v, head in enumerate(heads):
+            z[v, ..., head, :] = 0.0 if means is None else means[(layer, head)].to(x.device, x.dtype)
+        return (z.view_as(x), *args[1:])
+
+    with registered(lambda: [components.attention_output(model, layer).register_forward_pre_hook(hook)]):
+        yield

@@ -49,6 +49,8 @@ from .paths import results_dir
 from .replication import SeedResult
 from .storage import atomic_write_json
 
+IMPORTED = time.perf_counter()  # a chapter imports the ledger in its first cells: its run counts from here
+
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 STEM_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 RULES = {
@@ -445,7 +447,6 @@ class Ledger:
         self.records: list[dict] = []
         self.not_measured: list[dict] = []
         self.not_measured_path = self.path.with_name(f"{notebook}{NOT_MEASURED_SUFFIX}")
-        self.opened = time.perf_counter()
         atomic_write_json(self.path, self.records)  # a fresh run starts a fresh file
         atomic_write_json(self.not_measured_path, self.not_measured)
 
@@ -569,14 +570,14 @@ class Ledger:
 
     def summary(self):
         """The records so far as a table, for display at the end of a notebook. Also glues
-        how long the chapter has run since the ledger was opened, on what machine and when
-        (`<notebook>.run_minutes`, `.run_machine`, `.run_date`), for its rerun box."""
+        how long the chapter has run since it imported this module, on what machine and when
+        (`<notebook>.run_time`, `.run_machine`, `.run_date`), for its rerun box."""
         import pandas as pd
 
         if self.glue:
             glue_values(
                 {
-                    "run_minutes": (time.perf_counter() - self.opened) / 60,
+                    "run_time": format_duration(time.perf_counter() - IMPORTED),
                     "run_machine": machine(),
                     "run_date": dt.date.today().isoformat(),
                 },
@@ -623,3 +624,15 @@ def adjusted_verdicts(records: list[dict]) -> dict[str, str]:
         else:
             out[r["id"]] = r["verdict"]
     return out
+
+
+def format_duration(seconds: float) -> str:
+    """A run time as a reader reads it: '8 s' under a minute, '3.4 min' under an hour,
+    '2.1 h' beyond (so that a short run never reads '0.0 minutes')."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be a finite number of seconds, got {seconds}")
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3570:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

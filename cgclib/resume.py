@@ -102,10 +102,12 @@ class _Skipped(nn.Module):
 
 
 @contextmanager
-def resumed_at(model: nn.Module, recorded: BlockInputs) -> Iterator[None]:
+def resumed_at(model: nn.Module, recorded: BlockInputs, copies: int = 1) -> Iterator[None]:
     """Within the context, the i-th forward pass skips the blocks before `recorded.layer`
-    and feeds that block the i-th recorded input. Exactly as many passes as were recorded
-    must run, with inputs of the recorded shapes."""
+    and feeds that block the i-th recorded input, stacked `copies` times over for a pass
+    that evaluates that many variants at once (`evaluation.score_row_variants`). Exactly as
+    many passes as were recorded must run, with inputs of the recorded shapes (times
+    `copies` rows)."""
     blocks = components.blocks(model)
     originals = [blocks[i] for i in range(recorded.layer)]
     calls = [0]
@@ -115,6 +117,8 @@ def resumed_at(model: nn.Module, recorded: BlockInputs) -> Iterator[None]:
         if i >= len(recorded.inputs):
             raise ReplayError(f"forward pass {i + 1} inside resumed_at, but only {len(recorded.inputs)} were recorded")
         stream = recorded.inputs[i]
+        if copies > 1:
+            stream = stream.repeat(copies, *([1] * (stream.dim() - 1)))
         current = _hidden_states(args, kwargs)
         if current.shape != stream.shape:
             raise ReplayError(

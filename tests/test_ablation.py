@@ -110,3 +110,33 @@ def test_mean_ablation_needs_every_mean(tmp_path):
     means = {(l, h): torch.zeros(8) for l in range(3) for h in range(4) if (l, h) != (2, 3)}
     with pytest.raises(KeyError, match=r"no mean for head\(s\) \[\(2, 3\)\]"):
         head_ablation_effects(model, data, progress=False, cache=tmp_path, means=means)
+
+
+def test_heads_ablated_in_one_pass_equal_heads_ablated_one_at_a_time(tmp_path, monkeypatch):
+    """Several heads per forward pass, each in its own copy of the batch (3 at a time for
+    blocks of 4, which covers a partial group), give every head the effects of its own
+    full forward passes (checked on the first and the last block)."""
+    from cgclib import ablation
+    from cgclib.evaluation import evaluate
+    from cgclib.hooks import ablated_heads
+    from cgclib.subjects import load_subject
+
+    subject = load_subject("testbed-gpt2", "cpu", n_probes=8, n_paragraphs=4, seed=1)
+    model, data = subject.model, subject.data
+    assert ablation.variants_per_pass(model, data, 99) > 1  # by default a pass holds many
+    means = head_output_moments(model, subject.calibration(8, 64), subject.tokenizer.pad_token_id).means()
+    monkeypatch.setattr(ablation, "variants_per_pass", lambda *args: 3)
+    effects, dense = head_ablation_effects(model, data, progress=False, cache=tmp_path, means=means)
+    reference = evaluate(model, data)
+    assert dense.perplexity == pytest.approx(reference.perplexity, rel=1e-6)
+    layers = effects.index.get_level_values("layer")
+    for layer, head in effects.index[(layers == layers.min()) | (layers == layers.max())]:
+        with ablated_heads(model, [(layer, head)], means):
+            alone = evaluate(model, data)
+        row = effects.loc[(layer, head)]
+        assert row["perplexity"] == pytest.approx(alone.perplexity, rel=1e-5)
+        for task, accuracy in alone.accuracy().items():
+            assert row[f"drop_{task}"] == pytest.approx(reference.accuracy()[task] - accuracy, abs=1e-12)
+        for task, logprob in alone.graded().items():
+            assert row[f"graded_drop_{task}"] == pytest.approx(reference.graded()[task] - logprob, abs=1e-5)
+    assert (effects.filter(like="drop_").abs().to_numpy() > 0).any()  # ablations that cost something

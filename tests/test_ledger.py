@@ -327,3 +327,17 @@ def test_a_claim_not_measured_is_kept_with_its_reason_and_never_doubles_a_record
             rule=Exceeds(0.0),
             source="test",
         )
+
+
+def test_a_run_time_never_reads_zero_minutes():
+    from cgclib.ledger import format_duration
+
+    assert format_duration(0.2) == "1 s"
+    assert format_duration(8.4) == "8 s"
+    assert format_duration(59.4) == "59 s"
+    assert format_duration(59.6) == "1.0 min"
+    assert format_duration(200) == "3.3 min"
+    assert format_duration(7560) == "2.1 h"
+    assert all(not format_duration(s).startswith("0") for s in (0.0, 0.4, 1e-9, 30, 61, 3600))
+    with pytest.raises(ValueError, match="finite"):
+        format_duration(float("nan"))
