@@ -58,3 +58,24 @@ def test_every_number_the_book_quotes_is_glued_by_its_notebook(chapter, ci_chapt
     for page, path, name in references:
         assert path == f"../notebooks/{chapter}.md", f"{page}: malformed glue reference to {path!r}"
         assert name in glued, f"{page} quotes {name!r}, which the {chapter} notebook does not glue"
+
+
+def test_notebook_code_lines_fit_the_book_width():
+    """A code cell wider than the book's column scrolls sideways: every line of every code
+    cell (parameters included) fits the width the chapters are formatted to."""
+    import jupytext
+    import tomllib
+
+    width = tomllib.loads((ROOT / "notebooks" / "ruff.toml").read_text())["line-length"]
+    too_long = []
+    for notebook in sorted((ROOT / "notebooks").glob("*.md")):
+        for cell in jupytext.read(notebook).cells:
+            if cell.cell_type != "code":
+                continue
+            lines = cell.source.splitlines()
+            too_long += [
+                f"{notebook.name}, cell {lines[0]!r}: {len(line)} > {width}: {line}"
+                for line in lines
+                if len(line) > width
+            ]
+    assert not too_long, "\n".join(too_long)
