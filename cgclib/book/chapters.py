@@ -104,8 +104,10 @@ def _parameters_source(path: Path) -> str:
 
 
 def parse_parameters_cell(source: str, chapter: str = "?") -> dict[str, Parameter]:
-    """Parse `name = literal  # help` lines; anything else in the cell is an error, so that
-    a parameters cell stays something papermill can override line by line."""
+    """Parse `name = literal  # help` lines, the help also read from comment lines just
+    above the assignment when it has none on its line (a long help does not fit beside it
+    in the book's width); any other statement is an error, so that a parameters cell stays
+    something papermill can override line by line."""
     tree = ast.parse(source)
     lines = source.splitlines()
     params: dict[str, Parameter] = {}
@@ -120,8 +122,24 @@ def parse_parameters_cell(source: str, chapter: str = "?") -> dict[str, Paramete
             raise ChapterError(f"chapter {chapter!r}: parameters cell line {stmt.lineno} has no end position")
         line = lines[stmt.end_lineno - 1]
         help_text = line.split("#", 1)[1].strip() if "#" in line[stmt.end_col_offset :] else ""
+        if not help_text:
+            help_text = " ".join(_comments_above(lines, stmt.lineno - 1))
         params[stmt.targets[0].id] = Parameter(stmt.targets[0].id, default, help_text)
     return params
+
+
+def _comments_above(lines: list[str], index: int) -> list[str]:
+    """The text of the comment lines right above line `index` (0-based), in order; the
+    formatter's `fmt:` markers are not help."""
+    found: list[str] = []
+    i = index - 1
+    while i >= 0 and lines[i].lstrip().startswith("#"):
+        text = lines[i].lstrip()[1:].strip()
+        if text.startswith("fmt:"):
+            break
+        found.insert(0, text)
+        i -= 1
+    return found
 
 
 # --- parameter values from the command line --------------------------------------------

@@ -34,6 +34,16 @@ def test_parameters_cell_is_parsed_with_defaults_and_help(demo_book):
     assert params["grid"].type_name == "list"
 
 
+def test_a_long_help_may_stand_on_the_comment_lines_above_its_parameter():
+    source = "# fmt: off\n# the first\n# line and the second\nx = 1\ny = 2  # beside\nz = 3\n# fmt: on\n"
+    params = parse_parameters_cell(source)
+    assert params["x"].help == "the first line and the second"
+    assert params["y"].help == "beside"
+    assert params["z"].help == ""  # a comment above belongs to the line it stands on, not the next
+    chapters = list_chapters(ROOT)
+    assert all(p.help for c in chapters.values() for p in c.parameters().values())  # every parameter says what it is
+
+
 def test_parameters_cell_must_be_plain_assignments():
     with pytest.raises(ChapterError, match="not `name = literal`"):
         parse_parameters_cell("import os\nx = 1")
