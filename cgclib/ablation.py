@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import components
-from .evaluation import EvaluationData, Profile, evaluate, evaluate_variants, max_batch_tokens, vocabulary_size
+from .evaluation import EvaluationData, Profile, evaluate, evaluate_variants, variants_per_pass
 from .hooks import ablated_heads_by_variant
 from .models import model_fingerprint
 from .paths import cache_dir
@@ -135,16 +135,6 @@ def _ablate_each_head(
     if dense is None:
         raise components.ComponentError("the model has no blocks whose heads could be ablated")
     return pd.DataFrame(rows).set_index(["layer", "head"]), dense
-
-
-def variants_per_pass(model: nn.Module, data: EvaluationData, most: int) -> int:
-    """How many variants of the model one forward pass evaluates (at most `most`): as many
-    as fit a pass of `max_batch_tokens` with each still holding a whole row of the widest
-    length, so batching costs no extra memory (every head of a block at once on the test
-    beds; a few at a time for a large vocabulary and 1,024-token windows)."""
-    parts = [data.windows, data.mixture_windows, *(p.input_ids for p in data.probes.values())]
-    widest = max(t.shape[1] for t in parts if t is not None)
-    return max(1, min(most, max_batch_tokens(vocabulary_size(model)) // widest))
 
 
 def capability_drops(effects: pd.DataFrame, graded: bool = False) -> pd.DataFrame:

@@ -7,22 +7,33 @@ the language perplexity and, per capability, the answer perplexity (exp of the m
 the answer tokens): a smooth companion of exact match that is positive everywhere, as the
 phase-transition detector of `cgclib.phase` needs. Each metric's curve, the dense model at
 ratio 0 included, is tested separately; a component's critical ratio for a metric is the
-located s0 where the detector finds a transition, and none otherwise.
+located s0 where the detector finds a transition, and none otherwise. The ratios of one
+component share forward passes, each in its own copy of a stacked batch
+(`pruning.masked_by_variant`), and the blocks before it are computed once (`cgclib.resume`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import components
-from .evaluation import EvaluationData, Profile, evaluate
+from .evaluation import EvaluationData, Profile, evaluate_variants, variants_per_pass
 from .phase import fit_phase_transition
-from .pruning import block_linear_layers, check_sparsity, input_square_sums, masked, wanda_head_masks, wanda_masks
-from .resume import recorded_inputs, resumed_at
+from .pruning import (
+    Masks,
+    block_linear_layers,
+    check_sparsity,
+    input_square_sums,
+    masked_by_variant,
+    wanda_head_masks,
+    wanda_masks,
+)
+from .resume import BlockInputs, recorded_inputs, resumed_at
 
 
 def _metrics(profile: Profile) -> dict[str, float]:
@@ -54,19 +65,41 @@ def head_sweep(
     heads = heads or [(l, h) for l in range(lay.n_layers) for h in range(lay.n_heads)]
     modules = {f"{l}.{n}": m for l in {l for l, _ in heads} for n, m in components.linear_layers(model, l).items()}
     sums = input_square_sums(model, calibration, pad_token_id, modules)
+    group = variants_per_pass(model, data, len(grid))
     rows = []
     progress_bar = tqdm(total=len(heads), desc="heads pruned alone", disable=not progress)
     for layer in sorted({l for l, _ in heads}):  # blocks before `layer` computed once (cgclib.resume)
-        profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
+        profile, recorded = recorded_inputs(
+            model, layer, lambda: evaluate_variants(model, data, 1, batch_group=group)[0]
+        )
         dense = _metrics(profile)
         for head in [h for l, h in heads if l == layer]:
             rows.append({"layer": layer, "head": head, "ratio": 0.0, **dense})
-            for ratio in grid:
-                with masked(model, wanda_head_masks(model, sums, layer, head, ratio)), resumed_at(model, recorded):
-                    rows.append({"layer": layer, "head": head, "ratio": ratio, **_metrics(evaluate(model, data))})
+            for ratio, metrics in _ratios_at_once(
+                model, data, recorded, grid, group, partial(wanda_head_masks, model, sums, layer, head)
+            ):
+                rows.append({"layer": layer, "head": head, "ratio": ratio, **metrics})
             progress_bar.update()
     progress_bar.close()
     return pd.DataFrame(rows)
+
+
+def _ratios_at_once(
+    model: nn.Module,
+    data: EvaluationData,
+    recorded: BlockInputs,
+    grid: list[float],
+    group: int,
+    masks_at: Callable[[float], Masks],
+) -> Iterator[tuple[float, dict[str, float]]]:
+    """The metrics of the model pruned by `masks_at(ratio)` at every ratio of the grid,
+    `group` ratios per forward pass (each in its own copy of the batch), resumed at the
+    recorded block."""
+    for start in range(0, len(grid), group):
+        chunk = grid[start : start + group]
+        with masked_by_variant(model, [masks_at(r) for r in chunk]), resumed_at(model, recorded, len(chunk)):
+            profiles = evaluate_variants(model, data, len(chunk), batch_group=group)
+        yield from zip(chunk, map(_metrics, profiles), strict=True)
 
 
 def block_sweep(
@@ -80,15 +113,17 @@ def block_sweep(
     """Every metric for every block pruned alone (all its linear layers, Wanda) at every
     ratio: one row per (layer, ratio)."""
     grid = _check_grid(ratios)
+    group = variants_per_pass(model, data, len(grid))
     rows = []
     for layer in tqdm(range(components.layout(model).n_layers), desc="blocks pruned alone", disable=not progress):
-        profile, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))  # blocks before: once
+        profile, recorded = recorded_inputs(  # blocks before: once
+            model, layer, lambda: evaluate_variants(model, data, 1, batch_group=group)[0]
+        )
         rows.append({"layer": layer, "ratio": 0.0, **_metrics(profile)})
         layers = block_linear_layers(model, layer)
         sums = input_square_sums(model, calibration, pad_token_id, layers)  # the block's inputs are dense
-        for ratio in grid:
-            with masked(model, wanda_masks(layers, sums, ratio)), resumed_at(model, recorded):
-                rows.append({"layer": layer, "ratio": ratio, **_metrics(evaluate(model, data))})
+        for ratio, metrics in _ratios_at_once(model, data, recorded, grid, group, partial(wanda_masks, layers, sums)):
+            rows.append({"layer": layer, "ratio": ratio, **metrics})
     return pd.DataFrame(rows)
 
 

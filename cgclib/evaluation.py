@@ -577,6 +577,16 @@ def evaluate_variants(
     return [_profile(data, rows, counts) for rows in scores]
 
 
+def variants_per_pass(model: nn.Module, data: EvaluationData, most: int) -> int:
+    """How many variants of the model one forward pass evaluates (at most `most`): as many
+    as fit a pass of `max_batch_tokens` with each still holding a whole row of the widest
+    length, so batching costs no extra memory (every head of a block at once on the test
+    beds; a few at a time for a large vocabulary and 1,024-token windows)."""
+    parts = [data.windows, data.mixture_windows, *(p.input_ids for p in data.probes.values())]
+    widest = max(t.shape[1] for t in parts if t is not None)
+    return max(1, min(most, max_batch_tokens(vocabulary_size(model)) // widest))
+
+
 def _profile(data: EvaluationData, rows: RowScores, counts: list[int]) -> Profile:
     """The profile of `data` from the scores of its rows, laid out as `_rows_of` lays them."""
     ends = np.cumsum(counts)

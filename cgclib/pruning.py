@@ -30,11 +30,12 @@ from contextlib import contextmanager, nullcontext
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import components, devices
-from .hooks import linear_inputs, stopped_after
+from .hooks import linear_inputs, registered, stopped_after
 from .resume import BlockInputs, recorded_inputs, resumed_at
 from .tokens import token_mask
 
@@ -139,6 +140,41 @@ def masked(model: nn.Module, masks: Masks) -> Iterator[None]:
             raise SparsityError(f"mask for {name} has shape {tuple(mask.shape)}, the weight {tuple(w.shape)}")
         pruned[name] = w.masked_fill(mask.to(w.device), 0)
     with components.replaced_weights(model, pruned):
+        yield
+
+
+@contextmanager
+def masked_by_variant(model: nn.Module, masks: list[Masks]) -> Iterator[None]:
+    """For a batch that stacks `len(masks)` copies of the same rows (variant-major, as
+    `evaluation.score_row_variants` builds it), copy v runs with the weights `masks[v]`
+    zeroes, as `masked` would for a whole batch: each masked linear layer's output for that
+    copy is recomputed with its pruned weight (a copy whose masks leave a layer alone keeps
+    the layer's own output)."""
+    modules = components.all_linear_layers(model)
+    unknown = sorted({name for m in masks for name in m} - set(modules))
+    if unknown:
+        raise components.ComponentError(f"masks name linear layers the model does not have: {unknown[:5]}")
+    copies = len(masks)
+
+    def make(name: str):
+        w = components.weight(modules[name]).detach()
+        pruned = [None if name not in m else w.masked_fill(m[name].to(w.device), 0) for m in masks]
+
+        def hook(module, args, output):
+            x = args[0]
+            if x.shape[0] % copies:
+                raise ValueError(f"a batch of {x.shape[0]} rows does not hold {copies} equal copies")
+            xs = x.view(copies, -1, *x.shape[1:])
+            out = output.view(copies, -1, *output.shape[1:]).clone()
+            for v, weight in enumerate(pruned):
+                if weight is not None:
+                    out[v] = F.linear(xs[v], weight.to(x.dtype), module.bias)
+            return out.view_as(output)
+
+        return hook
+
+    names = sorted({name for m in masks for name in m})
+    with registered(lambda: [modules[n].register_forward_hook(make(n)) for n in names]):
         yield
 
 

@@ -69,9 +69,15 @@ def test_a_sweep_without_the_dense_point_is_refused():
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_sweeps_equal_pruning_one_component_and_evaluating_the_whole_model(family):
-    """The sweeps start each evaluation at the pruned block (cgclib.resume); every row must
-    equal a plain evaluation of the model with that one component pruned."""
+@pytest.mark.parametrize("per_pass", [2, None])
+def test_sweeps_equal_pruning_one_component_and_evaluating_the_whole_model(family, per_pass, monkeypatch):
+    """The sweeps start each evaluation at the pruned block (cgclib.resume) and evaluate
+    several ratios per forward pass (all of them, or 2 at a time for a grid of 3); every row
+    must equal a plain evaluation of the model with that one component pruned."""
+    from cgclib import component_phase
+
+    if per_pass is not None:
+        monkeypatch.setattr(component_phase, "variants_per_pass", lambda *args: per_pass)
     model = TINY[family]()
     ids = torch.randint(3, 64, (6, 12), generator=torch.Generator().manual_seed(0))
     data = EvaluationData(torch.randint(3, 64, (5, 12), generator=torch.Generator().manual_seed(1)))
@@ -81,10 +87,11 @@ def test_sweeps_equal_pruning_one_component_and_evaluating_the_whole_model(famil
     sums = input_square_sums(
         model, ids, None, {f"{l}.{n}": m for l in (1, 2) for n, m in components.linear_layers(model, l).items()}
     )
-    row = heads.query("layer == 2 and head == 0 and ratio == 0.7").iloc[0]
-    with masked(model, wanda_head_masks(model, sums, 2, 0, 0.7)):
-        assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-12)
-    row = blocks.query("layer == 1 and ratio == 0.9").iloc[0]
-    with masked(model, wanda_block_masks(model, ids, None, {1: 0.9})):
-        assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-12)
+    for ratio in ratios:
+        row = heads.query(f"layer == 2 and head == 0 and ratio == {ratio}").iloc[0]
+        with masked(model, wanda_head_masks(model, sums, 2, 0, ratio)):
+            assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-6)
+        row = blocks.query(f"layer == 1 and ratio == {ratio}").iloc[0]
+        with masked(model, wanda_block_masks(model, ids, None, {1: ratio})):
+            assert row["language"] == pytest.approx(_metrics(evaluate(model, data))["language"], rel=1e-6)
     assert row["language"] != pytest.approx(blocks.query("layer == 1 and ratio == 0").iloc[0]["language"], rel=1e-6)
