@@ -270,13 +270,16 @@ class ChapterEstimate:
 @dataclass(frozen=True)
 class Subject:
     """A chapter's model as the estimate sees it: its architecture, the bytes per weight,
-    and how to build the rows of its evaluation data (token ids only, no weights)."""
+    and how to build its evaluation data (token ids only, no weights)."""
 
     name: str
     arch: Architecture
     dtype_bytes: int
-    evaluation: Callable[[int, int, int], Rows]  # (probes, paragraphs, mixture rows) -> rows
+    evaluation: Callable[[int, int, int], EvaluationData]  # (probes, paragraphs, mixture rows) -> data
     is_testbed: bool
+
+    def rows(self, data: EvaluationData) -> Rows:
+        return Rows.of_evaluation(data, self.arch.vocab_size)
 
     def weights_bytes(self) -> float:
         return self.arch.parameters * self.dtype_bytes
@@ -295,19 +298,18 @@ def _subject(name: str, values: Mapping[str, Any], dtype: torch.dtype) -> Subjec
     arch = Architecture.from_config(model_config(name))
     seed = values.get("seed", 0)
     if is_testbed(name):
-        data = _testbed_data(name)
+        build = _testbed_data(name)
 
-        def rows(probes: int, paragraphs: int, mixture: int) -> Rows:
-            return Rows.of_evaluation(data(probes, paragraphs, seed, mixture), arch.vocab_size)
+        def data(probes: int, paragraphs: int, mixture: int) -> EvaluationData:
+            return build(probes, paragraphs, seed, mixture)
 
     else:
         width = min(HUB_EVAL_SEQ_LEN, arch.positions)
 
-        def rows(probes: int, paragraphs: int, mixture: int) -> Rows:
-            zeros = EvaluationData(torch.zeros(paragraphs, width, dtype=torch.long))
-            return Rows.of_evaluation(zeros, arch.vocab_size)
+        def data(probes: int, paragraphs: int, mixture: int) -> EvaluationData:
+            return EvaluationData(torch.zeros(paragraphs, width, dtype=torch.long))  # windows: only shapes count
 
-    return Subject(name, arch, torch.finfo(dtype).bits // 8, rows, is_testbed(name))
+    return Subject(name, arch, torch.finfo(dtype).bits // 8, data, is_testbed(name))
 
 
 def _testbed_data(name: str) -> Callable[[int, int, int, int], EvaluationData]:
@@ -334,9 +336,9 @@ def _testbed_data(name: str) -> Callable[[int, int, int, int], EvaluationData]:
     return build
 
 
-def subject_rows(subject: Subject, probes: int, paragraphs: int) -> Rows:
-    """The rows of `load_subject(..., n_probes=probes, n_paragraphs=paragraphs)`: mixture
-    rows (a quarter of the paragraphs) on a test bed, windows elsewhere."""
+def subject_data(subject: Subject, probes: int, paragraphs: int) -> EvaluationData:
+    """The data of `load_subject(..., n_probes=probes, n_paragraphs=paragraphs)`: with
+    mixture rows (a quarter of the paragraphs) on a test bed, windows elsewhere."""
     return subject.evaluation(probes, paragraphs, max(1, paragraphs // 4) if subject.is_testbed else 0)
 
 
@@ -433,16 +435,16 @@ def recorded_bytes(subject: Subject, rows: Rows) -> float:
 def _orthogonality(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
     arch, name = subject.arch, subject.name
     L, H = arch.n_layers, arch.n_heads
-    full = subject_rows(subject, v["n_probes"], v["n_paragraphs"])
+    data = subject_data(subject, v["n_probes"], v["n_paragraphs"])
+    full = subject.rows(data)
+    small = subject.rows(data.subset(v["component_probes"], v["component_paragraphs"]))
     calibration = Rows.sequences(v["pruning_sequences"], v["seq_len"])
     if subject.is_testbed:
-        ablation_rows = subject.evaluation(
-            v["ablation_probes"], v["ablation_paragraphs"], v["ablation_paragraphs"] // 4
+        ablation_rows = subject.rows(
+            subject.evaluation(v["ablation_probes"], v["ablation_paragraphs"], v["ablation_paragraphs"] // 4)
         )
-        small = subject.evaluation(v["component_probes"], v["component_paragraphs"], 0)
     else:
         ablation_rows = full
-        small = subject.evaluation(0, min(v["component_paragraphs"], v["n_paragraphs"]), 0)
     ratios = len(v["component_ratios"])
     allocations = ALLOCATION_STRATEGIES * len(v["sparsities"])
     pruned = subject.pruned_bytes()
@@ -531,7 +533,7 @@ def _orthogonality(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
 
 
 def _density(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
-    full = subject_rows(subject, 50, 50)  # the chapter's own evaluation sizes
+    full = subject.rows(subject_data(subject, 50, 50))  # the chapter's own evaluation sizes
     stages = [
         Stage(subject.name, "dense evaluation", 1, evaluation_work(subject.arch, full), subject.evaluation_bytes(full))
     ]
@@ -572,7 +574,7 @@ def _phase_transitions(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
     from .compression import operator
 
     arch = subject.arch
-    full = subject_rows(subject, v["n_probes"], v["n_paragraphs"])
+    full = subject.rows(subject_data(subject, v["n_probes"], v["n_paragraphs"]))
     calibration = Rows.sequences(v["calibration_sequences"], v["seq_len"])
     stages = [
         Stage(
@@ -591,8 +593,9 @@ def _phase_transitions(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
 
 def _absorption(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
     arch = subject.arch
-    full = subject_rows(subject, v["n_probes"], v["n_paragraphs"])
-    language = subject.evaluation(0, v["n_paragraphs"], 0) if subject.is_testbed else full
+    data = subject_data(subject, v["n_probes"], v["n_paragraphs"])
+    full = subject.rows(data)
+    language = subject.rows(EvaluationData(data.windows, data.score, data.attention_mask))
     calibration = Rows.sequences(v["pruning_sequences"], v["seq_len"])
     drift = Rows.sequences(v["drift_sequences"], v["seq_len"])
     L = arch.n_layers
@@ -630,7 +633,7 @@ def _absorption(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
 
 def _structure(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
     arch = subject.arch
-    full = subject_rows(subject, v["n_probes"], v["n_paragraphs"])
+    full = subject.rows(subject_data(subject, v["n_probes"], v["n_paragraphs"]))
     streams = Rows.sequences(v["calibration_sequences"] + v["heldout_sequences"], v["seq_len"])
     variants = 1 + len(v["bits"])
     return [
