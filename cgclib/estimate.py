@@ -632,24 +632,44 @@ def _absorption(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
 
 
 def _structure(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
-    arch = subject.arch
+    from .quantization import KINDS
+
+    arch, L = subject.arch, subject.arch.n_layers
     full = subject.rows(subject_data(subject, v["n_probes"], v["n_paragraphs"]))
     streams = Rows.sequences(v["calibration_sequences"] + v["heldout_sequences"], v["seq_len"])
-    variants = 1 + len(v["bits"])
+    rebuilt = L * 2 * 2  # per block, ranks k and k90 (one when they coincide), variance and predictive bases
+    schemes = len(v["bits"]) * len(KINDS)
+    replaced = 2 + 2 * L  # the last block (full map, reduced rank); the last m blocks, and block L - m alone
+    memory = subject.evaluation_bytes(full)
     return [
+        Stage(subject.name, "dense evaluation", 1, evaluation_work(arch, full), memory),
         Stage(
             subject.name,
-            f"evaluations (dense and {len(v['bits'])} bit widths)",
-            variants,
-            evaluation_work(arch, full) * variants,
-            subject.evaluation_bytes(full),
+            f"calibration and held-out passes ({v['calibration_sequences'] + v['heldout_sequences']} sequences)",
+            1,
+            passes(arch, streams, L, 1),
+            memory + streams.largest_batch * (L + 1) * arch.d_model * 4,
         ),
         Stage(
             subject.name,
-            "calibration and held-out passes",
-            1,
-            passes(arch, streams, arch.n_layers, 1),
-            subject.evaluation_bytes(streams) + streams.tokens * (arch.n_layers + 1) * arch.d_model * 4,
+            f"streams rebuilt from k variates (at most {rebuilt})",
+            rebuilt,
+            evaluation_work(arch, full) * rebuilt,
+            memory,
+        ),
+        Stage(
+            subject.name,
+            f"quantized models ({len(v['bits'])} bit widths x {len(KINDS)} schemes)",
+            schemes,
+            evaluation_work(arch, full) * schemes,
+            memory + subject.pruned_bytes(),
+        ),
+        Stage(
+            subject.name,
+            f"blocks replaced by linear maps ({replaced})",
+            replaced,
+            evaluation_work(arch, full) * replaced,
+            memory,
         ),
     ]
 
@@ -693,7 +713,8 @@ CHAPTERS = {
         (
             REPLICATES_NOTE,
             "the deeper models (`deep_models`)",
-            "the per-block fits (linear maps, CCA, exit heads, low rank) and the quantization itself",
+            "the passes that fit the linear maps, CCA and exit heads beyond one over each stream",
+            "the rebuilt streams are counted at two ranks per block (one when k and k90 coincide)",
         ),
     ),
 }
