@@ -29,7 +29,8 @@ Evidence
     `stats` (intervals, permutation tests, power), `verdicts` (rules that judge a claim),
     `ledger` (the claims ledger), `paper_values` (the papers' numbers).
 Plumbing
-    `paths`, `storage` (atomic writes, computed-once caches), `plots` (the book's figure style).
+    `paths`, `storage` (atomic writes, computed-once caches), `plots` (the book's figure style),
+    `estimate` (what a chapter run will cost, from the model's config alone).
 The book's own machinery
     `cgclib.book`: the chapter runner and `cgc` command line, parallel execution, sweeps,
     the Sphinx extensions and the benchmarks. No science module imports from it.

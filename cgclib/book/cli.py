@@ -2,6 +2,7 @@
 
 cgc list
 cgc run density -p model gpt2-medium -p device cuda
+cgc estimate orthogonality -p model gpt2-medium --device-name h200   # its cost, before running it
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml            # list the jobs of a sweep
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --index 3  # run one (e.g. a Slurm array task)
 cgc sweep sweeps/orthogonality-gpt2-sizes.yaml --all      # run them all on a Dask cluster
@@ -17,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..paths import project_root
-from .chapters import ChapterError, get_chapter, list_chapters, run_chapter
+from .chapters import ChapterError, get_chapter, list_chapters, resolve_parameters, run_chapter
 from .sweeps import job_command, load_sweep, run_job
 
 
@@ -58,6 +59,92 @@ def _cmd_run(args) -> int:
     print(f"executed notebook: {result.notebook}")
     print(f"ledger records:    {result.results}")
     print(f"run folder:        {result.directory}")
+    return 0
+
+
+def _format_count(value: float, unit: str = "") -> str:
+    """A count with an SI prefix: 1.2e12 -> '1.20 T'."""
+    for factor, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:.0f} {unit}".rstrip()
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def _cmd_estimate(args) -> int:
+    from .. import estimate
+    from ..devices import is_device_map_strategy
+    from ..models import ModelUnavailableError, resolve_device
+    from .validation import check_parameters
+
+    chapter = get_chapter(args.chapter, args.root)
+    values = {n: p.default for n, p in chapter.parameters().items()}
+    values.update(resolve_parameters(chapter, [tuple(p) for p in args.parameter or []]))
+    # a named device is not this machine: the `device` parameter is checked as auto
+    check_parameters(args.chapter, {**values, "device": "auto"} if args.device_name else values, args.root)
+    try:
+        estimate.cost_model(args.chapter)
+        if args.device_name:
+            dtype = estimate.run_dtype(args.chapter, values["dtype"], None)
+            throughput = estimate.named_throughput(args.device_name, dtype)
+            where = (
+                f"{estimate.device_peak(args.device_name).description}, {dtype}, "
+                f"{estimate.ASSUMED_EFFICIENCY:.0%} of its peak dense FLOP/s"
+            )
+            result = estimate.estimate_chapter(args.chapter, values, dtype)
+        else:
+            requested = values["device"]
+            device = resolve_device("cuda" if is_device_map_strategy(requested) else requested)
+            dtype = estimate.run_dtype(args.chapter, values["dtype"], device)
+            result = estimate.estimate_chapter(args.chapter, values, dtype)
+            throughput = estimate.measured_throughput(result.d_model, dtype, device)
+            where = f"this machine ({device}, {dtype}), a matrix product measured here"
+    except (estimate.EstimateError, ModelUnavailableError) as exc:
+        print(f"cgc: {exc}", file=sys.stderr)
+        return 2
+    print(f"cost of `{args.chapter}` (empty caches); time at {_format_count(throughput, 'FLOP/s')} on {where}")
+    header = ("model", "stage", "variants", "block tokens", "head tokens", "FLOPs", "peak memory", "time")
+    rows = [
+        (
+            s.model,
+            s.name,
+            str(s.variants),
+            _format_count(s.work.block_tokens),
+            _format_count(s.work.head_tokens),
+            _format_count(s.flops),
+            _format_count(s.peak_bytes, "B"),
+            _format_seconds(s.flops / throughput),
+        )
+        for s in result.stages
+    ]
+    rows.append(
+        (
+            "total",
+            "",
+            str(sum(s.variants for s in result.stages)),
+            _format_count(sum(s.work.block_tokens for s in result.stages)),
+            _format_count(sum(s.work.head_tokens for s in result.stages)),
+            _format_count(result.flops),
+            _format_count(result.peak_bytes, "B"),
+            _format_seconds(result.flops / throughput),
+        )
+    )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    print("block tokens: tokens x blocks computed; head tokens: tokens through the language-model head")
+    print("not counted: " + "; ".join(result.not_covered))
     return 0
 
 
@@ -149,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="GiB the logits of one evaluation batch may take (default 4; sets CGC_EVAL_MEMORY_GB)",
     )
     p_run.set_defaults(func=_cmd_run)
+
+    p_estimate = sub.add_parser(
+        "estimate",
+        help="the FLOPs, peak memory and time of each stage of a chapter, from the model's config alone",
+    )
+    p_estimate.add_argument("chapter")
+    p_estimate.add_argument(
+        "-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="set a parameter; repeatable"
+    )
+    p_estimate.add_argument(
+        "--device-name",
+        default=None,
+        help="time on this device from its peak FLOP/s (h200, h100, a100, l40s, l4, rtx4090) instead of measuring here",
+    )
+    p_estimate.set_defaults(func=_cmd_estimate)
 
     p_sweep = sub.add_parser("sweep", help="list the jobs of a sweep file, or run one of them")
     p_sweep.add_argument("sweep", type=Path, help="a sweep file (see sweeps/)")
