@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from .evaluation import LOGIT_BYTES, EvaluationData, _rows_of, length_batches, max_batch_tokens
+from .evaluation import LOGIT_BYTES, EvaluationData, evaluation_rows, length_batches, max_batch_tokens
 from .models import hub_reachable, is_testbed, resolve_dtype, testbed_dir
 
 ASSUMED_EFFICIENCY = 0.4  # share of a device's peak dense FLOP/s that forward passes reach
@@ -191,7 +191,7 @@ class Rows:
     @classmethod
     def of_evaluation(cls, data: EvaluationData, vocab_size: int) -> Rows:
         """The rows of an evaluation, batched as `evaluation.score_rows` batches them."""
-        ids, scored, attention, _ = _rows_of(data)
+        ids, scored, attention, _ = evaluation_rows(data)
         used = (torch.ones_like(ids) if attention is None else attention).bool() | scored.bool()
         batches = length_batches(used, EVALUATION_BATCH_ROWS, max_batch_tokens(vocab_size))
         sizes = [(len(rows), width) for rows, width in batches]

@@ -516,7 +516,7 @@ class Profile:
         return pd.DataFrame(rows).set_index("capability")
 
 
-def _rows_of(data: EvaluationData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]]:
+def evaluation_rows(data: EvaluationData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[int]]:
     """Every row of `data`, language first, then the mixture rows if any, then each
     capability's probes, padded to one width: (input ids, scored tokens, attention mask or
     None, row counts per part)."""
@@ -567,7 +567,7 @@ def evaluate_variants(
 ) -> list[Profile]:
     """`evaluate` for `variants` versions of the model that the caller's hooks tell apart
     by their rows of a stacked batch (see `score_row_variants`, and `batch_group`)."""
-    ids, scored, attention, counts = _rows_of(data)
+    ids, scored, attention, counts = evaluation_rows(data)
     was_training = model.training
     model.eval()
     try:
@@ -588,7 +588,7 @@ def variants_per_pass(model: nn.Module, data: EvaluationData, most: int) -> int:
 
 
 def _profile(data: EvaluationData, rows: RowScores, counts: list[int]) -> Profile:
-    """The profile of `data` from the scores of its rows, laid out as `_rows_of` lays them."""
+    """The profile of `data` from the scores of its rows, laid out as `evaluation_rows` lays them."""
     ends = np.cumsum(counts)
     language = PerplexityResult.of_windows(rows.nll[: ends[0]], rows.tokens[: ends[0]])
     mixture = None
