@@ -745,7 +745,13 @@ def estimate_chapter(chapter: str, values: Mapping[str, Any], dtype: torch.dtype
     names = [m for m in (values["model"], values.get("second_model", "")) if m]
     subjects = [_subject(name, values, dtype) for name in names]
     stages = [stage for subject in subjects for stage in spec.stages(subject, values)]
-    return ChapterEstimate(chapter, stages, dtype, max(s.arch.d_model for s in subjects), list(spec.not_covered))
+    not_covered = list(spec.not_covered)
+    if values.get("tasks") and any(not s.is_testbed for s in subjects):
+        not_covered.append(
+            "the capability rows of the lm-eval tasks in `tasks` on the models that are not test beds "
+            "(their number and length are known only once the tasks' data are loaded)"
+        )
+    return ChapterEstimate(chapter, stages, dtype, max(s.arch.d_model for s in subjects), not_covered)
 
 
 # --- time -----------------------------------------------------------------------------------

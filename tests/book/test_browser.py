@@ -130,6 +130,11 @@ return {
   formulas: document.querySelectorAll('.math').length,
   unrendered: unrendered.map(m => m.textContent.slice(0, 80)),
   title: document.title,
+  figures: Array.from(document.querySelectorAll('figure[id^="fig-"]')).filter(f => f.querySelector('img')).map(f => ({
+    alt: f.querySelector('img').getAttribute('alt') || '',
+    number: ((f.querySelector('.caption-number') || {}).textContent || '').trim(),
+    caption: ((f.querySelector('figcaption') || {}).innerText || '').length,
+  })),
   repeated_ids: Object.entries(Array.from(document.querySelectorAll('[id]')).reduce(
     (seen, e) => (seen[e.id] = (seen[e.id] || 0) + 1, seen), {})).filter(([, n]) => n > 1).map(([id]) => id),
 };
@@ -151,6 +156,14 @@ def test_page_renders_without_errors(browser, site_url, page):
     assert not state["broken_images"], f"{page}: images that do not load: {state['broken_images']}"
     assert not state["unrendered"], f"{page}: formulas left unrendered: {state['unrendered']}"
     assert not state["repeated_ids"], f"{page}: ids used more than once: {state['repeated_ids']}"
+    glued = (ROOT / f"{page}.md").read_text().count("{glue:figure}")
+    assert len(state["figures"]) >= glued, (
+        f"{page}: {glued} figures pasted in the source, {len(state['figures'])} shown"
+    )
+    for figure in state["figures"]:
+        assert figure["number"].startswith("Figure "), f"{page}: a pasted figure without its number: {figure}"
+        assert len(figure["alt"]) > 40 and ".png" not in figure["alt"], f"{page}: alt text that says nothing: {figure}"
+        assert figure["caption"] > 40, f"{page}: a pasted figure without a caption: {figure}"
     if page.startswith("notebooks/"):
         assert state["images"] > 0, f"{page}: a chapter notebook without a single figure"
         href = browser.execute_script("const a = document.querySelector('.cgc-download a'); return a && a.href")
