@@ -102,3 +102,20 @@ def test_streamed_and_one_by_one_head_wanda_scores_agree(small):
     assert set(one_by_one) == set(streamed.index)
     for head, score in one_by_one.items():
         assert streamed[head] == pytest.approx(score, rel=1e-9), head
+
+
+def test_batched_and_one_by_one_head_ablation_agree(small):
+    size, model, _ = small
+    data = bench.evaluation_data(size)
+    effects, _ = bench.ablation_batched(model, data)
+    one_by_one = bench.ablation_one_by_one(model, data)
+    np.testing.assert_allclose(effects["perplexity"], [p.perplexity for p in one_by_one], rtol=1e-9)
+
+
+def test_batched_and_one_by_one_head_sweeps_agree(small):
+    size, model, ids = small
+    data = bench.evaluation_data(size)
+    sweep = bench.head_sweep_batched(model, data, ids)
+    pruned = sweep[sweep.ratio > 0].sort_values(["layer", "head", "ratio"])
+    one_by_one = bench.head_sweep_one_by_one(model, data, ids)
+    np.testing.assert_allclose(pruned["language"], [p.perplexity for p in one_by_one], rtol=1e-9)

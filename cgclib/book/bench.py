@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,14 +42,17 @@ import torch
 from torch import nn
 
 from .. import components, devices
+from ..ablation import head_ablation_effects
 from ..absorption import _block_outputs, noise_at, trajectory_drift
+from ..component_phase import head_sweep
 from ..evaluation import EvaluationData, evaluate
-from ..hooks import linear_inputs, residual_stream
+from ..hooks import ablated_heads, linear_inputs, residual_stream
 from ..importance import head_importance
 from ..linear_blocks import block_moments, fit_block_maps
 from ..moments import AffineMap, ridge_scale
 from ..paths import project_root
-from ..pruning import Masks, input_square_sums, masked, wanda_block_masks
+from ..pruning import Masks, input_square_sums, masked, wanda_block_masks, wanda_head_masks
+from ..resume import recorded_inputs, resumed_at
 from ..saes import head_feature_statistics, stream_head_activations
 
 SEQ_LEN = 128
@@ -296,6 +300,46 @@ def allocation_masks_stored(model: nn.Module, ids, allocation):
     return masks
 
 
+def ablation_batched(model: nn.Module, data):
+    with tempfile.TemporaryDirectory(prefix="cgc-bench-") as cache:  # computed every time, not read back
+        return head_ablation_effects(model, data, progress=False, cache=Path(cache))
+
+
+def ablation_one_by_one(model: nn.Module, data):
+    """Every head ablated in its own evaluations (resumed at its block): the path before
+    several variants shared a forward pass."""
+    lay = components.layout(model)
+    profiles = []
+    for layer in range(lay.n_layers):
+        _, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
+        for head in range(lay.n_heads):
+            with ablated_heads(model, [(layer, head)]), resumed_at(model, recorded):
+                profiles.append(evaluate(model, data))
+    return profiles
+
+
+SWEEP_RATIOS = [0.5, 0.7, 0.9]
+
+
+def head_sweep_batched(model: nn.Module, data, ids):
+    return head_sweep(model, data, ids, None, SWEEP_RATIOS, progress=False)
+
+
+def head_sweep_one_by_one(model: nn.Module, data, ids):
+    """Every head pruned alone at every ratio, one evaluation each (resumed at its block)."""
+    lay = components.layout(model)
+    modules = {f"{l}.{n}": m for l in range(lay.n_layers) for n, m in components.linear_layers(model, l).items()}
+    sums = input_square_sums(model, ids, None, modules)
+    profiles = []
+    for layer in range(lay.n_layers):
+        _, recorded = recorded_inputs(model, layer, lambda: evaluate(model, data))
+        for head in range(lay.n_heads):
+            for ratio in SWEEP_RATIOS:
+                with masked(model, wanda_head_masks(model, sums, layer, head, ratio)), resumed_at(model, recorded):
+                    profiles.append(evaluate(model, data))
+    return profiles
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -340,6 +384,18 @@ BENCHMARKS = [
         head_signals_streamed,
         head_wanda_one_by_one,
         lambda model, ids, size: (ids,),
+    ),
+    Benchmark(
+        "head ablation (every head; several per forward pass)",
+        ablation_batched,
+        ablation_one_by_one,
+        lambda model, ids, size: (evaluation_data(size),),
+    ),
+    Benchmark(
+        "per-head phase sweep (every head at three ratios; ratios share a pass)",
+        head_sweep_batched,
+        head_sweep_one_by_one,
+        lambda model, ids, size: (evaluation_data(size), ids),
     ),
     Benchmark(
         "Wanda masks under a block allocation (blocks in order)",
@@ -503,11 +559,15 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5, help="measurements per variant and size (default 5)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default _build/bench)")
+    parser.add_argument("--only", default="", help="run the benchmarks whose name contains this text")
     args = parser.parse_args(argv)
+    chosen = [b for b in BENCHMARKS if args.only in b.name]
+    if not chosen:
+        parser.error(f"no benchmark name contains {args.only!r}")
     out = args.out or project_root() / "_build" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     peak = peak_flops(args.device)
-    results = run(args.device, repeats=args.repeats)
+    results = run(args.device, chosen, repeats=args.repeats)
     table = summary(results, peak)
     meta = {
         "device": args.device,
