@@ -387,7 +387,7 @@ def _testbed_wilson(answer: Any) -> Outcome:
         return (p - half, p + half)
 
     hint = "Wald's interval p +- z sqrt(p (1 - p) / n) is not Wilson's"
-    return _function(answer, wilson_interval, cases, ((wald, hint),))
+    return _function(answer, wilson_interval, cases, ((wald, hint),), rel=1e-4)  # z = 1.96 is fine
 
 
 def _floor_perplexity(nll):
@@ -643,7 +643,7 @@ def _orth_power_function(answer: Any) -> Outcome:
         return float(sps.norm.sf(1.959964 - z) + sps.norm.cdf(-1.959964 - z))
 
     mistakes = ((no_spearman_factor, "Spearman's rho has a variance about 1.06 times Pearson's on Fisher's z"),)
-    return _function(answer, correlation_power, cases, mistakes)
+    return _function(answer, correlation_power, cases, mistakes, rel=1e-4)  # z = 1.96 is fine
 
 
 # Perturbation absorption
