@@ -239,3 +239,11 @@ def test_an_answer_that_changes_its_inputs_does_not_change_the_reference():
 def test_inputs_are_named_by_shape_not_by_value():
     message = check("ex-phase-wanda", lambda w, x, s: np.zeros(w.shape, dtype=bool)).message
     assert message.startswith("wrong at (an array of shape (5, 8), an array of shape (20, 8), 0.5)")
+
+
+@pytest.mark.parametrize("label", sorted(label for label in STUBS if len(STUBS[label]) == 1))
+def test_an_answer_of_the_wrong_shape_is_named_for_every_code_exercise(label):
+    right = solution_answer(label)
+    outcome = check(label, lambda *args: np.append(np.ravel(right(*args)), 0.0))  # one value too many
+    assert not outcome
+    assert "it returns shape" in outcome.message or "not a number" in outcome.message, outcome.message
