@@ -2,7 +2,8 @@
 
 Every exercise is a `{exercise}` directive on a chapter page whose argument is its title
 followed by its difficulty and time, `Title (easy|medium|hard, N min)`. The index page
-(`book/exercises.md`) lists them by chapter in book order, title first, so that it never
+(`book/exercises.md`) lists them by chapter in book order, title first, marking the code
+exercises (those with a stub in `cgclib.checks.STUBS`) and the self-checks, so that it never
 drifts from the pages; `python -m cgclib.book.exercises` rewrites it and the tests check
 that the page is what this module generates.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ..checks import CHECKERS
+from ..checks import CHECKERS, STUBS
 from ..paths import project_root
 from ..storage import atomic_write_bytes
 
@@ -89,19 +90,21 @@ def index_page(root: Path | None = None) -> str:
         "(ch-exercises)=\n# Exercises\n\n"
         "Every exercise in the book, by chapter, with its difficulty and the time it takes a student\n"
         "who has read the chapter. The solutions are folded under each exercise; open them after\n"
-        "trying. Those marked *self-check* have a checker that says whether an answer is right, or\n"
-        "what is wrong with it, without showing the answer: in a notebook,\n"
-        '`from cgclib.checks import check`, then `check("<label>", answer)` with the label shown\n'
-        "here.\n"
+        "trying. Those marked *code* ask for a Python function, written in the chapter's notebook\n"
+        "(the student edition has a stub of it). Those marked *self-check* have a checker that says\n"
+        "whether an answer is right, or what is wrong with it, without showing the answer: in a\n"
+        'notebook, `from cgclib.checks import check`, then `check("<label>", answer)` with the label\n'
+        "shown here.\n"
     ]
     for chapter in chapters(root):
         minutes = sum(e.minutes for e in chapter.exercises)
-        count = len(chapter.exercises)
-        where = f"From {{ref}}`{chapter.label}`, {count} exercises, about {minutes} minutes"
+        count, code = len(chapter.exercises), sum(e.label in STUBS for e in chapter.exercises)
+        where = f"From {{ref}}`{chapter.label}`, {count} exercises ({code} in code), about {minutes} minutes"
         parts.append(f"\n## {chapter.title}\n\n{where}:\n\n")
         for e in chapter.exercises:
-            checked = f", self-check `{e.label}`" if e.label in CHECKERS else ""
-            parts.append(f"- {{numref}}`{e.label}`: {e.title} ({e.difficulty}, {e.minutes} min{checked})\n")
+            marks = ", code" if e.label in STUBS else ""
+            marks += f", self-check `{e.label}`" if e.label in CHECKERS else ""
+            parts.append(f"- {{numref}}`{e.label}`: {e.title} ({e.difficulty}, {e.minutes} min{marks})\n")
     return "".join(parts)
 
 

@@ -4,8 +4,9 @@
 chapter with exercises: the chapter's own notebook, so that a student runs the experiment
 first, then an "Exercises" section with each exercise's statement, title and marks, and a
 cell for the answer. An exercise with a checker (`cgclib.checks`) gets a scaffold that calls
-it; the others get a markdown cell to write in. The solutions, folded on the book's pages,
-are left out.
+it: for a code exercise, a stub of each function it asks for, with the signature its statement
+gives (`cgclib.checks.STUBS`); for a numeric one, a name to assign. The others get a markdown
+cell to write in. The solutions, folded on the book's pages, are left out.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from ..checks import CHECKERS
+from ..checks import CHECKERS, STUBS
 from ..paths import project_root
 from .chapters import list_chapters
 from .exercises import chapters
@@ -29,12 +30,18 @@ def exercise_statements(page: str) -> dict[str, str]:
 
 
 def scaffold(label: str) -> str:
-    """The code cell a student fills in for an exercise with a checker."""
-    return (
-        "from cgclib.checks import check\n\n"
-        "answer = ...  # your answer: numbers, or a Python function (see the exercise)\n"
-        f'check("{label}", answer)'
-    )
+    """The code cell a student fills in for an exercise with a checker: the stubs of a code
+    exercise's functions, which return None until written, or a name for a numeric answer."""
+    if label not in STUBS:
+        return (
+            "from cgclib.checks import check\n\n"
+            "answer = ...  # your answer: the numbers the exercise asks for\n"
+            f'check("{label}", answer)'
+        )
+    stubs = "\n\n\n".join(f"def {signature}:\n    ...  # your code: return the result" for signature in STUBS[label])
+    names = [signature.split("(")[0] for signature in STUBS[label]]
+    answer = names[0] if len(names) == 1 else f"({', '.join(names)})"
+    return f'from cgclib.checks import check\n\n\n{stubs}\n\n\ncheck("{label}", {answer})'
 
 
 def student_notebook(chapter: str, root: Path | None = None):

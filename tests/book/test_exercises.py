@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cgclib.book.exercises import INDEX, ExerciseError, chapters, index_page, page_exercises
+from cgclib.checks import CHECKERS, STUBS
 
 from ..conftest import ROOT
 
@@ -21,6 +22,22 @@ def test_every_chapter_with_exercises_has_titles_and_marks():
         for exercise in chapter.exercises:
             assert 0 < len(exercise.title) <= 60 and not exercise.title.endswith("."), exercise  # a title
             assert 5 <= exercise.minutes <= 120, exercise
+
+
+def test_every_chapter_is_a_course_kit():
+    """Six exercises or more per chapter, at least half of them code exercises with a checker."""
+    for chapter in chapters(ROOT):
+        labels = [e.label for e in chapter.exercises]
+        code = [label for label in labels if label in STUBS]
+        assert len(labels) >= 6, f"{chapter.label}: {len(labels)} exercises"
+        assert 2 * len(code) >= len(labels), f"{chapter.label}: {len(code)} of {len(labels)} in code"
+        assert all(label in CHECKERS for label in code)
+
+
+def test_the_index_marks_code_exercises_and_self_checks():
+    page = index_page(ROOT)
+    for label in STUBS:
+        assert f"code, self-check `{label}`)" in page
 
 
 @pytest.mark.parametrize(

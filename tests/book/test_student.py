@@ -10,7 +10,8 @@ import nbformat
 import pytest
 
 from cgclib.book.exercises import chapters
-from cgclib.book.student import write_student_edition
+from cgclib.book.student import exercise_statements, scaffold, write_student_edition
+from cgclib.checks import CHECKERS, STUBS
 
 from ..conftest import ROOT
 
@@ -50,4 +51,21 @@ def test_a_student_notebook_executes_through_its_exercises(edition, tmp_path):
     )
     cells = nbformat.read(out, as_version=4).cells
     scaffolds = [c for c in cells if c.cell_type == "code" and 'check("ex-' in c.source]
-    assert scaffolds and all("ex-phase-groups: give 2 numbers" in str(c.outputs) for c in scaffolds)
+    assert len(scaffolds) == len([label for label in CHECKERS if label.startswith("ex-phase-")])
+    for cell in scaffolds:  # each unanswered scaffold runs and says what is missing
+        (label,) = re.findall(r'check\("(ex-[\w-]+)"', cell.source)
+        missing = "returns None" if label in STUBS else "give 2 numbers"
+        assert f"{label}: " in str(cell.outputs) and missing in str(cell.outputs), label
+
+
+def test_a_code_exercise_gets_a_stub_of_each_function_it_asks_for():
+    assert scaffold("ex-phase-wanda").count("def wanda_mask(weight, x, sparsity):") == 1
+    assert 'check("ex-phase-wanda", wanda_mask)' in scaffold("ex-phase-wanda")
+    assert 'check("ex-structure-cross", (factored, direct))' in scaffold("ex-structure-cross")
+    assert "answer = ..." in scaffold("ex-phase-groups")
+    for label in STUBS:  # the signature a stub gives is the one the exercise states
+        for chapter in chapters(ROOT):
+            statements = exercise_statements(chapter.page.read_text())
+            if label in statements:
+                for signature in STUBS[label]:
+                    assert f"`{signature}`" in " ".join(statements[label].split()), (label, signature)
