@@ -156,7 +156,7 @@ def test_page_renders_without_errors(browser, site_url, page):
     assert not state["broken_images"], f"{page}: images that do not load: {state['broken_images']}"
     assert not state["unrendered"], f"{page}: formulas left unrendered: {state['unrendered']}"
     assert not state["repeated_ids"], f"{page}: ids used more than once: {state['repeated_ids']}"
-    glued = (ROOT / f"{page}.md").read_text().count("{glue:figure}")
+    glued = (ROOT / f"{page}.md").read_text().count("{notebook-figure}")
     assert len(state["figures"]) >= glued, (
         f"{page}: {glued} figures pasted in the source, {len(state['figures'])} shown"
     )
