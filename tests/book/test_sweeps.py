@@ -77,18 +77,20 @@ def test_job_index_outside_the_sweep_is_refused():
         job_command(sweep, 3)
 
 
-def test_a_job_runs_once_and_a_resubmission_finds_it(tmp_path):
-    sweep = load_sweep(ROOT / "sweeps" / "phase-transitions-methods.yaml", ROOT)
-    runs = tmp_path / "runs"
-    first = run_job(sweep, 1, runs, ROOT, progress=False)
+def test_a_job_runs_once_and_a_resubmission_finds_it(demo_book):
+    path = demo_book / "sweep.yaml"
+    path.write_text("chapter: demo\nparameters: {scale: 2.0}\ngrid:\n  seed: [0, 1]\n")
+    sweep = load_sweep(path, demo_book)
+    runs = demo_book / "runs"
+    first = run_job(sweep, 1, runs, demo_book, progress=False)
     folder = first.folder
     record = json.loads((folder / "parameters.json").read_text())
-    assert record["parameters"] == {**sweep.parameters, "methods": ["wanda"]} and record["finished"]
-    assert (folder / "phase_transitions.ipynb").is_file()
+    assert record["parameters"] == {**sweep.parameters, "seed": 1} and record["finished"]
+    assert (folder / "demo.ipynb").is_file()
     assert not first.skipped
-    again = run_job(sweep, 1, runs, ROOT, progress=False)
+    again = run_job(sweep, 1, runs, demo_book, progress=False)
     assert again.folder == folder and again.skipped
-    assert finished_run(runs, "phase_transitions", {"methods": ["magnitude"]}) is None
+    assert finished_run(runs, "demo", {**sweep.parameters, "seed": 0}) is None
 
 
 def test_an_unfinished_run_is_not_taken_for_a_finished_one(tmp_path):
