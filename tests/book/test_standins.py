@@ -25,22 +25,31 @@ from cgclib.standins import TASKS
 from ..conftest import ROOT
 
 SMALLER = {  # sizes below the CI parameters (the claims a run records do not depend on them)
-    "structure": dict(calibration_sequences=16, heldout_sequences=8, n_paragraphs=8, n_bootstrap=100, seq_len=64),
-    "absorption": dict(drift_sequences=4, pruning_sequences=4, n_paragraphs=8, n_shuffles=3, n_bootstrap=100),
+    "structure": dict(
+        calibration_sequences=16, heldout_sequences=8, n_probes=10, n_paragraphs=8, n_bootstrap=100, seq_len=64
+    ),
+    "absorption": dict(
+        drift_sequences=4, pruning_sequences=4, n_probes=10, n_paragraphs=8, n_shuffles=3, n_bootstrap=100
+    ),
     "density": dict(calibration_sequences=32, measure_sequences=24, sae_epochs=1, theory_samples=50, n_bootstrap=100),
     "orthogonality": dict(
         calibration_sequences=32,
         measure_sequences=24,
         sae_epochs=1,
         pruning_sequences=8,
+        n_probes=10,
         n_paragraphs=8,
+        ablation_probes=10,
         ablation_paragraphs=8,
+        sparsities=[0.3, 0.5, 0.7],
+        component_ratios=[0.5, 0.8, 0.99],
+        component_probes=6,
         component_paragraphs=8,
         n_orderings=5,
         n_bootstrap=100,
         seq_len=64,
     ),
-    "phase_transitions": dict(n_paragraphs=8, calibration_sequences=4, seq_len=64),
+    "phase_transitions": dict(n_probes=10, n_paragraphs=8, calibration_sequences=4, seq_len=64),
 }
 PAIRS = {  # chapter: (model, second model, deeper model or None)
     "structure": ("gpt2", "mistral", "qwen2"),
@@ -99,10 +108,11 @@ def test_every_chapter_runs_on_standins_and_accounts_for_every_claim(chapter, st
         assert not not_measured, f"claims without a record although the stand-ins have tasks: {not_measured}"
 
 
-def test_without_tasks_the_capability_claims_are_declared_not_measured(standins, tmp_path):
+def test_without_tasks_the_capability_claims_are_declared_not_measured(standins, ci_chapter_runs, tmp_path):
     from cgclib.subjects import NO_PROBES
 
-    parameters = {**SMALLER["phase_transitions"], "model": str(standins["mistral"]), "second_model": ""}
+    parameters = {**ci_chapter_runs.spec["phase_transitions"]["parameters"], **SMALLER["phase_transitions"]}
+    parameters |= {"model": str(standins["mistral"]), "second_model": "", "methods": ["wanda"]}
     parameters |= {"text": str(standins["text"]), "tasks": [], "replicates": []}
     run = run_chapter("phase_transitions", parameters, runs_dir=tmp_path, root=ROOT, progress=False)
     declared = json.loads((run.directory / f"phase_transitions{NOT_MEASURED_SUFFIX}").read_text())
