@@ -34,11 +34,12 @@ from .absorption import absorption_coefficients
 from .allocation import MAX_BLOCK_SPARSITY, absorption_corrected, spread
 from .density import split_half_consistency
 from .early_exit import settled_share
+from .evaluation import PerplexityResult
 from .low_rank import kept_rank
 from .pruning import layer_mask, row_mask, wanda_scores
 from .quantization import quantize_groups, round_to_levels, storage_bits
 from .redundancy import breadth_of, features_needed
-from .replication import SeedResult, _dersimonian_laird, seed_mean, stouffer
+from .replication import TAU2_ESTIMATORS, SeedResult, seed_mean, stouffer
 from .stats import correlation_power, pairs_for_power, wilson_interval
 from .subspaces import rank_for_variance
 from .verdicts import holm_adjusted
@@ -392,7 +393,7 @@ def _testbed_wilson(answer: Any) -> Outcome:
 
 def _floor_perplexity(nll):
     kept = [np.asarray(p, float)[1:] for p in nll]
-    return math.exp(sum(k.sum() for k in kept) / sum(len(k) for k in kept))
+    return PerplexityResult.of_windows(np.array([k.sum() for k in kept]), np.array([len(k) for k in kept])).perplexity
 
 
 def _testbed_perplexity(answer: Any) -> Outcome:
@@ -483,7 +484,7 @@ def _family_holm(answer: Any) -> Outcome:
 
 
 def _dl_tau2(values, standard_errors):
-    return _dersimonian_laird(np.asarray(values, float), np.asarray(standard_errors, float) ** 2)
+    return TAU2_ESTIMATORS["dersimonian-laird"](np.asarray(values, float), np.asarray(standard_errors, float) ** 2)
 
 
 def _family_tau2(answer: Any) -> Outcome:

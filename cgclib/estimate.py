@@ -368,11 +368,13 @@ def sae_stream_rows(n_sequences: int, seq_len: int, epochs: int, batch_tokens: i
     return Rows.sequences(sequences, seq_len), steps
 
 
-def density_map_stages(
-    subject: Subject, calibration: int, measure: int, seq_len: int, epochs: int, batch_tokens: int, expansion: int
-) -> list[Stage]:
-    """`density_map.head_density_map`: one SAE per head trained on the calibration stream,
-    then every SAE run over the held-out sequences."""
+def density_map_stages(subject: Subject, v: Mapping[str, Any], expansion: int | None = None) -> list[Stage]:
+    """`density_map.head_density_map` with the chapter's SAE parameters `v` (the dictionary
+    `expansion` times the head width, `sae_expansion` by default): one SAE per head trained
+    on the calibration stream, then every SAE run over the held-out sequences."""
+    calibration, measure, seq_len = v["calibration_sequences"], v["measure_sequences"], v["seq_len"]
+    epochs, batch_tokens = v["sae_epochs"], v["sae_batch_tokens"]
+    expansion = v["sae_expansion"] if expansion is None else expansion
     arch = subject.arch
     d_sae = expansion * arch.head_dim
     stream, steps = sae_stream_rows(calibration, seq_len, epochs, batch_tokens)
@@ -450,15 +452,7 @@ def _orthogonality(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
     pruned = subject.pruned_bytes()
     stages = [
         Stage(name, "dense evaluation (twice)", 2, evaluation_work(arch, full) * 2, subject.evaluation_bytes(full)),
-        *density_map_stages(
-            subject,
-            v["calibration_sequences"],
-            v["measure_sequences"],
-            v["seq_len"],
-            v["sae_epochs"],
-            v["sae_batch_tokens"],
-            v["sae_expansion"],
-        ),
+        *density_map_stages(subject, v),
         Stage(
             name,
             "importance signals (forward and backward)",
@@ -539,15 +533,7 @@ def _density(subject: Subject, v: Mapping[str, Any]) -> list[Stage]:
     ]
     expansions = [v["sae_expansion"]] * (1 + len(v["stability_seed_offsets"])) + list(v["stability_expansions"])
     for index, expansion in enumerate(expansions):
-        for stage in density_map_stages(
-            subject,
-            v["calibration_sequences"],
-            v["measure_sequences"],
-            v["seq_len"],
-            v["sae_epochs"],
-            v["sae_batch_tokens"],
-            expansion,
-        ):
+        for stage in density_map_stages(subject, v, expansion):
             label = "" if index == 0 else f", stability variant {index} (dictionary {expansion} x head_dim)"
             stages.append(Stage(stage.model, stage.name + label, stage.variants, stage.work, stage.peak_bytes))
     return stages
