@@ -2,12 +2,14 @@
 (timings themselves are measured by `make bench`, never asserted)."""
 
 import re
+from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from cgclib import ablation
 from cgclib.book import bench
 
 
@@ -119,3 +121,25 @@ def test_batched_and_one_by_one_head_sweeps_agree(small):
     pruned = sweep[sweep.ratio > 0].sort_values(["layer", "head", "ratio"])
     one_by_one = bench.head_sweep_one_by_one(model, data, ids)
     np.testing.assert_allclose(pruned["language"], [p.perplexity for p in one_by_one], rtol=1e-9)
+
+
+def test_the_batched_paths_are_measured_batched_on_the_cpu(small):
+    """The library stacks one variant per pass on the CPU; the benchmark must still time
+    the stacked path, or its speed-up would compare a path with itself."""
+    size, model, _ = small
+    with mock.patch.object(ablation, "evaluate_variants", wraps=ablation.evaluate_variants) as spy:
+        bench.ablation_batched(model, bench.evaluation_data(size))
+    assert max(call.args[2] for call in spy.call_args_list) == size.n_heads
+
+
+def test_batched_and_per_sae_training_agree(small):
+    """Both benchmark paths train the same SAEs; the naive one really runs sae-lens's trainer."""
+    _, model, ids = small
+    batched = bench.saes_batched(model, ids)
+    with mock.patch.object(bench, "MultiSAETrainer", wraps=bench.MultiSAETrainer) as spy:
+        per_sae = bench.saes_per_sae(model, ids)
+    assert spy.called
+    assert batched.keys() == per_sae.keys()
+    for head in batched:
+        torch.testing.assert_close(batched[head].W_dec, per_sae[head].W_dec, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(batched[head].W_enc, per_sae[head].W_enc, rtol=1e-4, atol=1e-6)
