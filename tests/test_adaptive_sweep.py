@@ -214,3 +214,22 @@ def test_on_a_trained_test_bed_heads_cross_where_the_fine_grid_says_with_fewer_e
     pd.testing.assert_series_equal(adaptive["crossing"], fine["crossing"])
     assert (adaptive["evaluations"] < fine["evaluations"]).all()
     assert adaptive["evaluations"].sum() <= 0.4 * fine["evaluations"].sum()
+
+
+def test_the_benchmark_counts_each_variants_evaluations_and_finds_the_same_crossings():
+    from cgclib.book import bench
+
+    chosen = [b for b in bench.BENCHMARKS if "first collapse" in b.name]
+    axes = {"tokens": [bench.Size(n_sequences=n, n_layers=1, n_heads=2, head_dim=8) for n in (2, 3)]}
+    results = bench.run("cpu", benchmarks=[bench.BENCHMARKS[0], *chosen], axes=axes, repeats=1)
+    row = bench.summary(results).loc[chosen[0].name]
+    assert (row["evaluations"], row["evaluations, naive"]) == ("10", "38")  # 2 heads: 5 coarse ratios, or all 19
+    assert bench.summary(results).iloc[0]["evaluations"] == ""  # a benchmark that counts none
+
+    size = bench.Size(n_sequences=2, n_layers=2, n_heads=2, head_dim=8)
+    model, ids = bench.make_model(size, "cpu"), bench.make_ids(size)
+    data = bench.evaluation_data(size)
+    adaptive = bench.head_crossings_adaptive(model, data, ids)
+    fine = bench.head_crossings_fine_grid(model, data, ids)
+    pd.testing.assert_series_equal(adaptive["crossing"], fine["crossing"])
+    assert bench.evaluations_made(adaptive) < bench.evaluations_made(fine) == 4 * 19
