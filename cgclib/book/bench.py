@@ -342,14 +342,14 @@ def head_sweep_one_by_one(model: nn.Module, data, ids):
     return profiles
 
 
-CROSSING_GRID = [round(0.05 * i, 2) for i in range(1, 20)]  # the fine grid of a first-collapse search: 19 ratios
-CROSSING_STRIDE = 4
+CROSSING_GRID = [round(0.05 + 0.1 * i, 2) for i in range(10)]  # the fine grid of a first-collapse search
+CROSSING_STRIDE = 3
 
 
 def head_crossings_adaptive(model: nn.Module, data, ids):
     """Every head's first collapse (`adaptive_sweep`): the coarse grid, then a bisection.
     The random models here never rise by `MIN_RISE`, so each search evaluates the coarse
-    grid alone (5 of the 19 ratios); a head that collapses costs up to 2 evaluations more."""
+    grid alone (4 of the 10 ratios); a head that collapses costs up to 2 evaluations more."""
     return head_crossings(model, data, ids, None, CROSSING_GRID, CROSSING_STRIDE, progress=False)
 
 
@@ -421,7 +421,7 @@ BENCHMARKS = [
         lambda model, ids, size: (evaluation_data(size), ids),
     ),
     Benchmark(
-        "per-head first collapse (coarse grid then bisection, against all 19 ratios)",
+        f"per-head first collapse (coarse grid then bisection, against all {len(CROSSING_GRID)} ratios)",
         head_crossings_adaptive,
         head_crossings_fine_grid,
         lambda model, ids, size: (evaluation_data(size), ids),
