@@ -8,7 +8,8 @@ obvious way (stored activations, one head or one sequence at a time).
 A shared machine is noisy: one run can be several times slower than the next. So each
 measurement is repeated (`--repeats`, 5 by default) with the fast and the naive path
 interleaved, so that a slow spell hits both; the table reports medians with the
-interquartile range, the speed-up as the median of the paired ratios, and the growth
+interquartile range, the speed-up as the median of the paired ratios (and, where a
+benchmark trades model evaluations for time, how many each variant made), and the growth
 exponent along each axis (the slope of log time against log size, fitted to every repeat)
 with its 95% interval. Each path's floating-point operations are counted once with
 PyTorch's `FlopCounterMode` (matrix products and attention; the elementwise rest is not
@@ -47,6 +48,7 @@ from torch import nn
 from .. import ablation, batched_topk, component_phase, components, devices
 from ..ablation import head_ablation_effects
 from ..absorption import _block_outputs, noise_at, trajectory_drift
+from ..adaptive_sweep import head_crossings, sweep_crossings
 from ..component_phase import head_sweep
 from ..evaluation import EvaluationData, evaluate
 from ..hooks import ablated_heads, linear_inputs, residual_stream
@@ -372,12 +374,33 @@ def head_sweep_one_by_one(model: nn.Module, data, ids):
     return profiles
 
 
+CROSSING_GRID = [round(0.05 + 0.1 * i, 2) for i in range(10)]  # the fine grid of a first-collapse search
+CROSSING_STRIDE = 3
+
+
+def head_crossings_adaptive(model: nn.Module, data, ids):
+    """Every head's first collapse (`adaptive_sweep`): the coarse grid, then a bisection.
+    The random models here never rise by `MIN_RISE`, so each search evaluates the coarse
+    grid alone (4 of the 10 ratios); a head that collapses costs up to 2 evaluations more."""
+    return head_crossings(model, data, ids, None, CROSSING_GRID, CROSSING_STRIDE, progress=False)
+
+
+def head_crossings_fine_grid(model: nn.Module, data, ids):
+    """Every head's first collapse read from a sweep of every ratio of the fine grid."""
+    return sweep_crossings(head_sweep(model, data, ids, None, CROSSING_GRID, progress=False), ["layer", "head"])
+
+
+def evaluations_made(crossings: pd.DataFrame) -> int:
+    return int(crossings["evaluations"].sum())
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
     optimized: Callable
     naive: Callable
     setup: Callable[[nn.Module, torch.Tensor, Size], tuple[Any, ...]]  # extra positional arguments after the model
+    evaluations: Callable[[Any], int] | None = None  # the model evaluations behind a variant's result, where counted
 
 
 BENCHMARKS = [
@@ -436,6 +459,13 @@ BENCHMARKS = [
         lambda model, ids, size: (ids,),
     ),
     Benchmark(
+        f"per-head first collapse (coarse grid then bisection, against all {len(CROSSING_GRID)} ratios)",
+        head_crossings_adaptive,
+        head_crossings_fine_grid,
+        lambda model, ids, size: (evaluation_data(size), ids),
+        evaluations_made,
+    ),
+    Benchmark(
         "Wanda masks under a block allocation (blocks in order)",
         allocation_masks_streamed,
         allocation_masks_stored,
@@ -444,14 +474,15 @@ BENCHMARKS = [
 ]
 
 
-def _time(fn, args, device) -> tuple[float, float]:
+def _time(fn, args, device) -> tuple[float, float, Any]:
+    """Seconds and peak MiB of one call, and its result."""
     with PeakMemory(device) as memory:
         start = time.perf_counter()
-        fn(*args)
+        result = fn(*args)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    return seconds, memory.peak_mib
+    return seconds, memory.peak_mib, result
 
 
 def count_flops(fn, args) -> int:
@@ -509,7 +540,7 @@ def run(device: str = "cpu", benchmarks=None, axes=None, repeats: int = 5) -> pd
                 for repeat in range(repeats):
                     order = list(variants) if repeat % 2 == 0 else list(reversed(variants))
                     for variant in order:
-                        seconds, peak = _time(variants[variant], (model, *extra), device)
+                        seconds, peak, result = _time(variants[variant], (model, *extra), device)
                         rows.append(
                             {
                                 "benchmark": bench.name,
@@ -521,6 +552,7 @@ def run(device: str = "cpu", benchmarks=None, axes=None, repeats: int = 5) -> pd
                                 "tokens_per_s": size.n_sequences * SEQ_LEN / seconds,
                                 "flops": flops[variant],
                                 "peak_mib": peak,
+                                "evaluations": bench.evaluations(result) if bench.evaluations else None,
                             }
                         )
                 print(f"{bench.name} | {axis}={size} | done", flush=True)
@@ -560,7 +592,8 @@ def _spread(values: pd.Series) -> str:
 def summary(results: pd.DataFrame, peak: float | None = None) -> pd.DataFrame:
     """At the middle size of the tokens axis: both variants' median time with the
     interquartile range, the median paired speed-up, the achieved FLOP/s (and its share of
-    `peak`), peak memory, and the growth exponents with their intervals."""
+    `peak`), peak memory, the growth exponents with their intervals and, for the benchmarks
+    that count them, the model evaluations of each variant (blank for the others)."""
     sizes = sorted(results[results.axis == "tokens"]["size"].unique())
     mid = results[(results.axis == "tokens") & (results["size"] == sizes[len(sizes) // 2])]
     rows = {}
@@ -579,8 +612,13 @@ def summary(results: pd.DataFrame, peak: float | None = None) -> pd.DataFrame:
         }
         if peak:
             row["% of peak"] = 100 * achieved / peak
+        if fast["evaluations"].notna().any():
+            row["evaluations"] = f"{fast['evaluations'].median():.0f}"
+            row["evaluations, naive"] = f"{slow['evaluations'].median():.0f}"
         rows[bench] = row
     table = pd.DataFrame(rows).T
+    for counted in {"evaluations", "evaluations, naive"} & set(table.columns):
+        table[counted] = table[counted].fillna("")
     fits = growth(results)
     for axis in results["axis"].unique():
         for variant, suffix in (("optimized", ""), ("naive", ", naive")):
