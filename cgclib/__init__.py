@@ -16,7 +16,8 @@ Measuring a model
     `evaluation` (perplexity and per-capability accuracy), `ablation` (removing one head).
 Signals of importance and structure
     `saes` (one SAE per head), `batched_topk` (the SAEs of all heads trained at once),
-    `density` and `density_map` (capability density), `redundancy` (the density theory), `importance` (Wanda, magnitude, Taylor, ...),
+    `density` and `density_map` (capability density), `redundancy` (the density theory),
+    `importance` (Wanda, magnitude, Taylor, ...),
     `moments` and `subspaces` (streamed second moments, CCA, variance vs prediction),
     `linear_blocks` (blocks as linear maps), `early_exit` (settled tokens), `absorption`
     (how perturbations travel).
