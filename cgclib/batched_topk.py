@@ -7,8 +7,9 @@ keeps its own optimiser and takes its own step: for every attention head of GPT-
 (encoders `(n, d_in, d_sae)`, decoders `(n, d_sae, d_in)`), so that one batched matrix
 product, one backward pass and one optimiser step serve them all.
 
-It is a drop-in replacement for `MultiSAETrainer(cfg, saes, names, stream).fit()` on TopK
-SAEs, and reproduces what sae-lens 6.x does to each SAE: the activation scale estimated on
+It replaces `MultiSAETrainer(cfg, saes, names, stream).fit()` for TopK SAEs whose stream
+names are their own names, without checkpoints, logging or evaluators (settings it refuses),
+and reproduces what sae-lens 6.x does to each SAE: the activation scale estimated on
 the first batches (which are then not trained on), the decoder-norm rescaling of the TopK
 pre-activations, the auxiliary loss on dead latents (its own number of dead latents per
 SAE), gradient clipping to norm 1 per SAE, Adam, the same learning-rate schedule, the
@@ -77,7 +78,10 @@ class BatchedTopKTrainer:
         self.scaling: torch.Tensor | None = None
 
     def _stacked(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.stack([batch[n] for n in self.names]).to(self.device, self.W_enc.dtype)
+        rows = {len(batch[n]) for n in self.names}
+        if rows != {self.cfg.train_batch_size_samples}:
+            raise ValueError(f"every batch must hold {self.cfg.train_batch_size_samples} rows per SAE, got {rows}")
+        return torch.stack([batch[n].to(self.device, self.W_enc.dtype) for n in self.names])
 
     @torch.no_grad()
     def _estimate_scaling(self) -> None:
@@ -133,7 +137,7 @@ class BatchedTopKTrainer:
             return out.new_zeros(())
         k_aux_max = x.shape[-1] // 2
         k_aux = n_dead.clamp(max=k_aux_max)  # per SAE
-        scale = (n_dead / k_aux_max).clamp(max=1.0)
+        scale = (n_dead.to(x.dtype) / k_aux_max).clamp(max=1.0)
         residual = (x - out).detach()
         candidates = torch.where(dead[:, None, :], hidden_pre, -torch.inf)
         values, indices = candidates.topk(int(k_aux.max()), dim=-1, sorted=True)
@@ -189,10 +193,16 @@ def _check_supported(name: str, sae: TopKTrainingSAE, first, cfg: SAETrainerConf
     if not isinstance(sae, TopKTrainingSAE):
         raise TypeError(f"SAE {name!r} is a {type(sae).__name__}; the batched trainer trains TopK SAEs only")
     c = sae.cfg
-    shared = ("d_in", "d_sae", "k", "rescale_acts_by_decoder_norm", "apply_b_dec_to_input", "normalize_activations")
+    shared = ("d_in", "d_sae", "k", "dtype", "aux_loss_coefficient", "rescale_acts_by_decoder_norm")
+    shared += ("apply_b_dec_to_input", "normalize_activations")
     if any(getattr(c, field) != getattr(first, field) for field in shared):
         raise ValueError(f"SAE {name!r} differs from the first SAE in shape or setup; batched SAEs must share them")
     if c.normalize_activations not in ("none", "expected_average_only_in"):
         raise ValueError(f"SAE {name!r}: normalize_activations={c.normalize_activations!r} is not supported here")
     if c.use_sparse_activations or cfg.autocast:
         raise ValueError("sparse activations and autocast are not supported by the batched trainer")
+    if cfg.n_checkpoints or cfg.save_final_checkpoint or cfg.logger.log_to_wandb:
+        raise ValueError(
+            "the batched trainer keeps no checkpoints and logs nowhere: "
+            "set n_checkpoints=0, save_final_checkpoint=False and no wandb logging"
+        )

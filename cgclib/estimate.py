@@ -47,11 +47,6 @@ STREAM_BATCH_SEQUENCES = 16  # sequences per forward pass of every calibration s
 EVALUATION_BATCH_ROWS = 256  # rows per evaluation batch (`Subject.evaluate`)
 HUB_EVAL_SEQ_LEN = 1024  # tokens per evaluation window of a model that is not a test bed
 SAE_BUFFER_CHUNKS = 4  # stream chunks shuffled together by the SAE trainer's data stream
-# (heads, batch tokens, dictionary) float32 tensors alive at once in a batched SAE training
-# step (`cgclib.batched_topk`): pre-activations and their rescaled copy, the TopK codes, the
-# auxiliary loss's candidates and codes, and gradients; peak memory measured on the CPU grew
-# by about nine such tensors
-SAE_STEP_COPIES = 10
 SAE_NORM_BATCHES = 20  # batches sae-lens draws to estimate the activations' norm
 ALLOCATION_STRATEGIES = 7  # orthogonality: the six of `allocation.block_scores` and participation
 HEAD_RANKINGS = 5  # orthogonality: density, inverted, wanda, taylor, random
@@ -388,7 +383,6 @@ def density_map_stages(subject: Subject, v: Mapping[str, Any], expansion: int | 
         flops=steps * heads * 12 * arch.head_dim * d_sae * batch_tokens
     )
     sae_state = heads * (2 * arch.head_dim * d_sae + d_sae + arch.head_dim) * 4 * 4  # weights, grads, Adam's two
-    step_working_set = SAE_STEP_COPIES * heads * batch_tokens * d_sae * 4  # every head's step at once
     buffer = SAE_BUFFER_CHUNKS * stream.largest_batch * heads * arch.head_dim * 4
     measured_rows = Rows.sequences(measure, seq_len)
     measuring = passes(arch, measured_rows, arch.n_layers, 1) + Work(
@@ -400,7 +394,7 @@ def density_map_stages(subject: Subject, v: Mapping[str, Any], expansion: int | 
             f"SAE training ({steps} steps, {heads} heads)",
             1,
             training,
-            max(subject.evaluation_bytes(stream), step_working_set) + sae_state + buffer,
+            subject.evaluation_bytes(stream) + sae_state + buffer,
         ),
         Stage(
             subject.name,

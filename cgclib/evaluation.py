@@ -578,16 +578,10 @@ def evaluate_variants(
 
 
 def variants_per_pass(model: nn.Module, data: EvaluationData, most: int) -> int:
-    """How many variants of the model one forward pass evaluates (at most `most`).
-
-    On a GPU: as many as fit a pass of `max_batch_tokens` with each still holding a whole
-    row of the widest length, so batching costs no extra memory (every head of a block at
-    once on the test beds; a few at a time for a large vocabulary and 1,024-token windows);
-    it saves kernel launches. On the CPU: one, because there the matrix work is already
-    saturated by one variant and stacked copies only add memory traffic (`make bench`
-    measured the batched head ablation slower than one head at a time on two cores)."""
-    if devices.input_device(model).type == "cpu":
-        return 1
+    """How many variants of the model one forward pass evaluates (at most `most`): as many
+    as fit a pass of `max_batch_tokens` with each still holding a whole row of the widest
+    length, so batching costs no extra memory (every head of a block at once on the test
+    beds; a few at a time for a large vocabulary and 1,024-token windows)."""
     parts = [data.windows, data.mixture_windows, *(p.input_ids for p in data.probes.values())]
     widest = max(t.shape[1] for t in parts if t is not None)
     return max(1, min(most, max_batch_tokens(vocabulary_size(model)) // widest))

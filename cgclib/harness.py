@@ -92,15 +92,14 @@ def export_probe_tasks(
     return names
 
 
-def harness_model(model: torch.nn.Module, tokenizer, batch_size: int = 16, model_class=None):
-    """lm-eval's Hugging Face model (`model_class`, default `HFLM`, or a subclass of it)
-    around a model held in memory (no reload, no copy)."""
+def harness_model(model: torch.nn.Module, tokenizer, batch_size: int = 16):
+    """lm-eval's Hugging Face model around a model held in memory (no reload, no copy)."""
     from lm_eval.models.huggingface import HFLM
 
     if tokenizer.pad_token_id is None:  # GPT-2 style tokenizers have none; lm-eval pads
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
-    return (model_class or HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
 
 
 def evaluate_tasks(
@@ -179,7 +178,9 @@ def _encoded_requests(model: torch.nn.Module, tokenizer, instances: list) -> lis
             self.encoded = [(context, continuation) for _, context, continuation in requests]
             return [(0.0, False)] * len(requests)
 
-    encoder = harness_model(model, tokenizer, batch_size=1, model_class=Encoder)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    encoder = Encoder(pretrained=model, tokenizer=tokenizer, batch_size=1, device=str(next(model.parameters()).device))
     encoder.loglikelihood(instances, disable_tqdm=True)
     rows = []
     for context, continuation in encoder.encoded:

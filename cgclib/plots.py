@@ -47,7 +47,7 @@ def axes_per_model(
 
 def glue_figure(key: str, fig: Figure | None = None) -> None:
     """Glue `fig` (the current figure by default) as `key`, so that the chapter page shows
-    it, numbered and captioned, beside the argument it supports (`{notebook-figure}`); the
+    it, numbered and captioned, beside the argument it supports (`{glue:figure}`); the
     notebook still shows it where it is made. Outside a kernel this does nothing."""
     from .ledger import in_kernel
 

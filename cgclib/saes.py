@@ -1,11 +1,9 @@
 """Sparse autoencoders per attention head, trained with sae-lens on streamed activations.
 
 Each head's output (the input of the attention output projection, split by head) gets its
-own TopK SAE, initialised by sae-lens. All heads are trained together: one model forward
-pass yields a batch for every head, and `batched_topk.BatchedTopKTrainer` steps all their
-SAEs at once as batched tensors, reproducing sae-lens's own TopK training of each.
-Activations are never dumped: every epoch runs the model over the calibration tokens
-again and shuffles within a small buffer.
+own TopK SAE. All heads are trained together with sae-lens's `MultiSAETrainer`: one model
+forward pass yields a batch for every head. Activations are never dumped: every epoch
+runs the model over the calibration tokens again and shuffles within a small buffer.
 
 Trained SAEs are saved in sae-lens's format (`SAE.load_from_disk` reads them) under the
 cache folder, keyed by everything that determines them: the model's weights, the
@@ -47,7 +45,6 @@ if TYPE_CHECKING:  # for annotations only; the functions import sae_lens where t
 Head = tuple[int, int]
 MANIFEST = "MANIFEST.json"
 IGNORE_SHIPPED = "CGC_IGNORE_SHIPPED_SAES"
-TRAINER = "batched_topk"  # part of the cache key: SAEs from another trainer are not reused
 
 
 class SAEFileError(RuntimeError):
@@ -163,7 +160,6 @@ def _cache_key(fingerprint: str, ids: torch.Tensor, pad_token_id: int | None, he
         "head": list(head),
         "config": asdict(cfg),
         "sae_lens": sae_lens.__version__,
-        "trainer": TRAINER,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -217,8 +213,7 @@ def _train(
     key and add it to `saes`."""
     from sae_lens import SAE, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
-
-    from .batched_topk import BatchedTopKTrainer
+    from sae_lens.training.multi_sae_trainer import MultiSAETrainer
 
     lay = components.layout(model)
     device = devices.input_device(model)
@@ -250,7 +245,7 @@ def _train(
         feature_sampling_window=max(50, steps // 5),
     )
     stream = _ShuffledHeadBatches(model, ids, missing, pad_token_id, cfg.batch_tokens, cfg.seed)
-    trained = BatchedTopKTrainer(trainer_cfg, training, stream).fit()
+    trained = MultiSAETrainer(trainer_cfg, training, {n: n for n in training}, stream).fit()
     for head in missing:
         final = cache / keys[head]
         tmp = cache / f".{keys[head]}.tmp"

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cgclib import devices
 from cgclib.ablation import capability_drops, head_ablation_effects
 from cgclib.evaluation import EvaluationData
 from cgclib.head_statistics import head_output_moments
@@ -124,10 +123,7 @@ def test_heads_ablated_in_one_pass_equal_heads_ablated_one_at_a_time(tmp_path, m
 
     subject = load_subject("testbed-gpt2", "cpu", n_probes=8, n_paragraphs=4, seed=1)
     model, data = subject.model, subject.data
-    assert ablation.variants_per_pass(model, data, 99) == 1  # one per pass on the CPU ...
-    with monkeypatch.context() as on_a_gpu:
-        on_a_gpu.setattr(devices, "input_device", lambda model: torch.device("cuda"))
-        assert ablation.variants_per_pass(model, data, 99) > 1  # ... many on a GPU
+    assert ablation.variants_per_pass(model, data, 99) > 1  # by default a pass holds many
     means = head_output_moments(model, subject.calibration(8, 64), subject.tokenizer.pad_token_id).means()
     monkeypatch.setattr(ablation, "variants_per_pass", lambda *args: 3)
     effects, dense = head_ablation_effects(model, data, progress=False, cache=tmp_path, means=means)

@@ -85,3 +85,48 @@ def test_a_mixed_batch_of_saes_is_refused():
     saes["b"] = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=2 * D_SAE, k=K))
     with pytest.raises(ValueError, match="'b' differs from the first SAE"):
         BatchedTopKTrainer(_trainer_cfg(3), saes, _stream(torch.float32))
+
+
+@pytest.mark.parametrize("d_in", [8, 12])  # d_in // 2 = 6 is not a power of two: the scale must not round
+def test_auxiliary_loss_and_its_gradient_equal_sae_lens_per_sae(d_in):
+    """Three SAEs with 0, 5 and 30 dead latents in one batched step: each gets the loss and
+    the gradient that sae-lens's own auxiliary loss gives it alone."""
+    from sae_lens.saes.sae import TrainStepInput
+
+    torch.manual_seed(0)
+    cfg = dict(d_in=d_in, d_sae=D_SAE, k=K, dtype="float64")
+    saes = {n: TopKTrainingSAE(TopKTrainingSAEConfig(**cfg)) for n in NAMES}
+    trainer = BatchedTopKTrainer(_trainer_cfg(1), copy.deepcopy(saes), iter(()))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(len(NAMES), BATCH, d_in, generator=g, dtype=torch.float64)
+    dead = torch.zeros(len(NAMES), D_SAE, dtype=torch.bool)
+    dead[1, torch.randperm(D_SAE, generator=g)[:5]] = True
+    dead[2, torch.randperm(D_SAE, generator=g)[:30]] = True
+    norms = trainer._decoder_norms()
+    hidden_pre = (x - trainer.b_dec[:, None]) @ trainer.W_enc + trainer.b_enc[:, None]
+    hidden_pre = hidden_pre * norms[:, None]
+    out = x + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)  # any reconstruction
+    batched = trainer._aux_loss(x, out, hidden_pre, dead, norms)
+    batched.backward()
+    for i, name in enumerate(NAMES):
+        sae = saes[name]
+        pre = (x[i] - sae.b_dec) @ sae.W_enc + sae.b_enc
+        pre = pre * sae.W_dec.norm(dim=-1)
+        step = TrainStepInput(
+            sae_in=x[i], coefficients={}, dead_neuron_mask=dead[i], n_training_steps=0, is_logging_step=False
+        )
+        alone = sae.calculate_aux_loss(step, None, pre, out[i])["auxiliary_reconstruction_loss"]
+        if alone.requires_grad:
+            alone.backward()
+        grad = sae.W_dec.grad if sae.W_dec.grad is not None else torch.zeros_like(sae.W_dec)
+        torch.testing.assert_close(trainer.W_dec.grad[i], grad, rtol=1e-12, atol=1e-14)
+        grad = sae.W_enc.grad if sae.W_enc.grad is not None else torch.zeros_like(sae.W_enc)
+        torch.testing.assert_close(trainer.W_enc.grad[i], grad, rtol=1e-12, atol=1e-14)
+    assert float(batched.detach()) > 0 and trainer.W_dec.grad[0].abs().max() == 0  # no dead latents, no gradient
+
+
+def test_a_short_batch_is_refused():
+    saes = _saes("float32", "none")
+    stream = iter([{n: torch.zeros(BATCH - 1, D_IN) for n in NAMES}])
+    with pytest.raises(ValueError, match=f"hold {BATCH} rows per SAE"):
+        BatchedTopKTrainer(_trainer_cfg(3), saes, stream).fit()

@@ -91,7 +91,7 @@ def test_shipped_saes_are_used_and_checked(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a shipped SAE was trained again")
 
-    monkeypatch.setattr("cgclib.batched_topk.BatchedTopKTrainer", no_training)
+    monkeypatch.setattr("sae_lens.training.multi_sae_trainer.MultiSAETrainer", no_training)
     loaded = train_head_saes(model, ids, pad_token_id=2, cfg=CFG, heads=heads, cache=tmp_path / "empty")
     for head in heads:
         torch.testing.assert_close(loaded[head].W_dec, trained[head].W_dec)

@@ -26,7 +26,6 @@ tests: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import tempfile
@@ -42,13 +41,14 @@ import numpy as np
 import pandas as pd
 import psutil
 import torch
-from sae_lens.training.multi_sae_trainer import MultiSAETrainer
+from sae_lens.training import multi_sae_trainer
 from torch import nn
 
-from .. import ablation, batched_topk, component_phase, components, devices
+from .. import components, devices
 from ..ablation import head_ablation_effects
 from ..absorption import _block_outputs, noise_at, trajectory_drift
 from ..adaptive_sweep import head_crossings, sweep_crossings
+from ..batched_topk import BatchedTopKTrainer
 from ..component_phase import head_sweep
 from ..evaluation import EvaluationData, evaluate
 from ..hooks import ablated_heads, linear_inputs, residual_stream
@@ -305,17 +305,8 @@ def allocation_masks_stored(model: nn.Module, ids, allocation):
     return masks
 
 
-@contextlib.contextmanager
-def every_variant_in_one_pass(module):
-    """Stack as many variants per forward pass as `module`'s caller asks for. The library
-    stacks one per pass on the CPU (where stacking was measured slower); the benchmark
-    measures the stacked path on every device."""
-    with mock.patch.object(module, "variants_per_pass", lambda model, data, most: most):
-        yield
-
-
 def ablation_batched(model: nn.Module, data):
-    with tempfile.TemporaryDirectory(prefix="cgc-bench-") as cache, every_variant_in_one_pass(ablation):
+    with tempfile.TemporaryDirectory(prefix="cgc-bench-") as cache:  # computed every time, not read back
         return head_ablation_effects(model, data, progress=False, cache=Path(cache))
 
 
@@ -336,27 +327,28 @@ SWEEP_RATIOS = [0.5, 0.7, 0.9]
 
 
 def head_sweep_batched(model: nn.Module, data, ids):
-    with every_variant_in_one_pass(component_phase):
-        return head_sweep(model, data, ids, None, SWEEP_RATIOS, progress=False)
+    return head_sweep(model, data, ids, None, SWEEP_RATIOS, progress=False)
 
 
 SAE_CONFIG = HeadSAEConfig(batch_tokens=256, epochs=2)
 
 
-def saes_batched(model: nn.Module, ids):
-    """Every head's TopK SAE, all stepped at once as batched tensors (the library's path)."""
+def saes_per_sae(model: nn.Module, ids):
+    """Every head's TopK SAE as the chapters train them: sae-lens's MultiSAETrainer, one
+    optimiser and one step per SAE."""
     with tempfile.TemporaryDirectory(prefix="cgc-bench-") as cache:  # trained every time, not read back
         return train_head_saes(model, ids, None, SAE_CONFIG, cache=Path(cache))
 
 
-def saes_per_sae(model: nn.Module, ids):
-    """The same SAEs from sae-lens's MultiSAETrainer: one optimiser and one step per SAE."""
+def saes_batched(model: nn.Module, ids):
+    """The same SAEs with `batched_topk.BatchedTopKTrainer` in place of sae-lens's trainer:
+    every head's SAE stepped at once as batched tensors."""
 
-    def sae_lens_trainer(cfg, saes, stream):
-        return MultiSAETrainer(cfg, saes, {name: name for name in saes}, stream)
+    def batched_trainer(cfg, saes, hook_names, stream):
+        return BatchedTopKTrainer(cfg, saes, stream)
 
-    with mock.patch.object(batched_topk, "BatchedTopKTrainer", sae_lens_trainer):
-        return saes_batched(model, ids)
+    with mock.patch.object(multi_sae_trainer, "MultiSAETrainer", batched_trainer):
+        return saes_per_sae(model, ids)
 
 
 def head_sweep_one_by_one(model: nn.Module, data, ids):
