@@ -193,8 +193,8 @@ def _check_supported(name: str, sae: TopKTrainingSAE, first, cfg: SAETrainerConf
     if not isinstance(sae, TopKTrainingSAE):
         raise TypeError(f"SAE {name!r} is a {type(sae).__name__}; the batched trainer trains TopK SAEs only")
     c = sae.cfg
-    shared = ("d_in", "d_sae", "k", "dtype", "aux_loss_coefficient", "rescale_acts_by_decoder_norm")
-    shared += ("apply_b_dec_to_input", "normalize_activations")
+    shared = ["d_in", "d_sae", "k", "dtype", "aux_loss_coefficient", "rescale_acts_by_decoder_norm"]
+    shared += ["apply_b_dec_to_input", "normalize_activations"]
     if any(getattr(c, field) != getattr(first, field) for field in shared):
         raise ValueError(f"SAE {name!r} differs from the first SAE in shape or setup; batched SAEs must share them")
     if c.normalize_activations not in ("none", "expected_average_only_in"):
