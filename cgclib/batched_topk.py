@@ -89,10 +89,10 @@ class BatchedTopKTrainer:
         totals = [0.0] * len(self.names)
         count = 0
         for _ in range(self.cfg.n_batches_for_norm_estimate):
-            batch = next(self.data_provider)
-            for i, name in enumerate(self.names):
-                totals[i] += batch[name].norm(dim=-1).float().sum().item()
-            count += len(batch[self.names[0]])
+            batch = self._stacked(next(self.data_provider))  # checked like every training batch
+            for i in range(len(self.names)):
+                totals[i] += batch[i].norm(dim=-1).float().sum().item()
+            count += batch.shape[1]
         d_in = self.W_enc.shape[1]
         self.scaling = torch.tensor([d_in**0.5 / (t / count) for t in totals], dtype=torch.float64, device=self.device)
 
